@@ -1,0 +1,142 @@
+/**
+ * One request, one Exchange: the record every plugin annotates and the single point where
+ * a model request is settled. Settlement runs the subscribers in a fixed phase order
+ * (quota, ledger, cache, metrics, trace) exactly once, off the response's critical path.
+ */
+
+export interface Principal {
+  keyId: string
+  userId: string
+  tier: string
+  /** Per-key limit overrides, as stored with the key; plugins read the fields they own. */
+  overrides: Record<string, unknown>
+}
+
+export interface Usage {
+  promptTokens: number
+  completionTokens: number
+  cachedTokens: number
+}
+
+export type Outcome = 'ok' | 'error' | 'cancelled' | 'cached'
+export type CacheStatus = 'HIT' | 'MISS' | 'BYPASS' | 'STALE' | 'NONE'
+
+/** Phases run in this order; several subscribers of one phase run in subscription order. */
+export const settlePhases = ['quota', 'ledger', 'cache', 'metrics', 'trace'] as const
+export type SettlePhase = (typeof settlePhases)[number]
+
+export type SettleListener = (exchange: Exchange) => void | Promise<void>
+
+export interface Settlement {
+  outcome: Outcome
+  status: number
+  /** Error code when the outcome is an error or a cancellation. */
+  errorCode?: string
+}
+
+/** Subscribers of settlement, registered once per app at plugin construction. */
+export class SettlementHub {
+  private readonly listeners: SettleListener[][] = settlePhases.map(() => [])
+  private readonly onFailure: (phase: SettlePhase, error: unknown) => void
+
+  constructor(onFailure: (phase: SettlePhase, error: unknown) => void = () => {}) {
+    this.onFailure = onFailure
+  }
+
+  subscribe(phase: SettlePhase, listener: SettleListener): void {
+    this.listeners[settlePhases.indexOf(phase)]!.push(listener)
+  }
+
+  /** Runs every phase in order; one listener's failure is reported and never stops the next. */
+  async run(exchange: Exchange): Promise<void> {
+    for (let i = 0; i < settlePhases.length; i++) {
+      for (const listener of this.listeners[i]!) {
+        try {
+          await listener(exchange)
+        } catch (error) {
+          this.onFailure(settlePhases[i]!, error)
+        }
+      }
+    }
+  }
+}
+
+export class Exchange {
+  readonly id: string
+  readonly method: string
+  readonly path: string
+  /** performance.now() at the start of the request. */
+  readonly startedAt: number
+  /** Wall-clock start, for the ledger and the logs. */
+  readonly startedAtDate: Date
+  /** The route template (`/v1/chat/completions`), set by the route that owns the request. */
+  route = ''
+  principal: Principal | null = null
+  requestedModel: string | null = null
+  servedModel: string | null = null
+  provider: string | null = null
+  upstreamModel: string | null = null
+  stream = false
+  usage: Usage = { promptTokens: 0, completionTokens: 0, cachedTokens: 0 }
+  /** Admission-time estimate, used by quota reservation before usage is known. */
+  estimatedTokens = 0
+  costNanoUsd = 0n
+  savedNanoUsd = 0n
+  cacheStatus: CacheStatus = 'NONE'
+  attempts = 0
+  fallbackSteps = 0
+  firstTokenAt: number | null = null
+  finishReasons: string[] = []
+  /** Plugin-owned state keyed by plugin name (a quota reservation, a cache key...). */
+  readonly notes = new Map<string, unknown>()
+  settlement: Settlement | null = null
+  settledAt: number | null = null
+  /** Resolves when every settlement listener has run. */
+  readonly settled: Promise<void>
+
+  private readonly hub: SettlementHub
+  private resolveSettled!: () => void
+
+  constructor(hub: SettlementHub, init: { id: string; method: string; path: string; startedAt?: number }) {
+    this.hub = hub
+    this.id = init.id
+    this.method = init.method
+    this.path = init.path
+    this.startedAt = init.startedAt ?? performance.now()
+    this.startedAtDate = new Date()
+    this.settled = new Promise((resolve) => {
+      this.resolveSettled = resolve
+    })
+  }
+
+  get isSettled(): boolean {
+    return this.settlement !== null
+  }
+
+  get latencyMs(): number {
+    return (this.settledAt ?? performance.now()) - this.startedAt
+  }
+
+  get ttftMs(): number | null {
+    return this.firstTokenAt === null ? null : this.firstTokenAt - this.startedAt
+  }
+
+  markFirstToken(): void {
+    if (this.firstTokenAt === null) this.firstTokenAt = performance.now()
+  }
+
+  /**
+   * Settles the exchange. Only the first call counts: a stream that ends and is then
+   * cancelled, or an error after a finish, cannot settle twice. Listeners run after the
+   * current task so the response is never held up by them. Returns whether this call settled.
+   */
+  settle(settlement: Settlement): boolean {
+    if (this.settlement) return false
+    this.settlement = settlement
+    this.settledAt = performance.now()
+    setImmediate(() => {
+      this.hub.run(this).then(this.resolveSettled, this.resolveSettled)
+    })
+    return true
+  }
+}

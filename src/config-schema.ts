@@ -1,0 +1,102 @@
+/**
+ * The config file's shape (snake_case keys, as DESIGN.md's "Contracts" gives it). Every
+ * section is optional; `src/config.ts` fills in the defaults and the environment.
+ */
+import { type Static, Type as T } from '@sinclair/typebox'
+
+const Nullable = <S extends ReturnType<typeof T.Number>>(schema: S) => T.Union([schema, T.Null()])
+const PositiveInt = T.Integer({ minimum: 1 })
+const NonNegative = T.Number({ minimum: 0 })
+
+export const ProviderSchema = T.Union([
+  T.Object(
+    {
+      type: T.Literal('openai'),
+      base_url: T.String({ pattern: '^https?://' }),
+      api_key_env: T.Optional(T.String({ minLength: 1 })),
+      timeout_ms: T.Optional(PositiveInt),
+      headers: T.Optional(T.Record(T.String(), T.String())),
+    },
+    { additionalProperties: false },
+  ),
+  T.Object(
+    {
+      type: T.Literal('simulator'),
+      ttft_ms: T.Optional(NonNegative),
+      tokens_per_second: T.Optional(NonNegative),
+      failure_rate: T.Optional(T.Number({ minimum: 0, maximum: 1 })),
+      failure_status: T.Optional(T.Integer({ minimum: 400, maximum: 599 })),
+      max_tokens: T.Optional(PositiveInt),
+    },
+    { additionalProperties: false },
+  ),
+])
+
+export const PricingSchema = T.Object(
+  { input: NonNegative, output: NonNegative, cached_input: T.Optional(NonNegative) },
+  { additionalProperties: false },
+)
+
+export const ModelSchema = T.Object(
+  {
+    provider: T.String({ minLength: 1 }),
+    upstream_model: T.Optional(T.String({ minLength: 1 })),
+    kind: T.Optional(T.Union([T.Literal('chat'), T.Literal('embedding')])),
+    pricing: T.Optional(PricingSchema),
+    free: T.Optional(T.Boolean()),
+    fallbacks: T.Optional(T.Array(T.String({ minLength: 1 }))),
+  },
+  { additionalProperties: false },
+)
+
+export const TierSchema = T.Object(
+  {
+    requests_per_minute: T.Optional(Nullable(PositiveInt)),
+    requests_per_hour: T.Optional(Nullable(PositiveInt)),
+    requests_per_day: T.Optional(Nullable(PositiveInt)),
+    tokens_per_day: T.Optional(Nullable(PositiveInt)),
+    cost_per_day_usd: T.Optional(Nullable(NonNegative)),
+    concurrent: T.Optional(Nullable(PositiveInt)),
+  },
+  { additionalProperties: false },
+)
+
+export const GlobalSchema = T.Object(
+  {
+    concurrent: T.Optional(Nullable(PositiveInt)),
+    requests_per_hour: T.Optional(Nullable(PositiveInt)),
+    cost_per_day_usd: T.Optional(Nullable(NonNegative)),
+  },
+  { additionalProperties: false },
+)
+
+export const ConfigFileSchema = T.Object(
+  {
+    server: T.Optional(
+      T.Object(
+        {
+          port: T.Optional(T.Integer({ minimum: 0, maximum: 65535 })),
+          host: T.Optional(T.String({ minLength: 1 })),
+          body_limit_bytes: T.Optional(PositiveInt),
+          shutdown_grace_ms: T.Optional(T.Integer({ minimum: 0 })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    auth: T.Optional(
+      T.Object({ key_cache_ttl_ms: T.Optional(T.Integer({ minimum: 0 })) }, { additionalProperties: false }),
+    ),
+    providers: T.Optional(T.Record(T.String({ minLength: 1 }), ProviderSchema)),
+    models: T.Optional(T.Record(T.String({ minLength: 1 }), ModelSchema)),
+    tiers: T.Optional(T.Record(T.String({ minLength: 1 }), TierSchema)),
+    global: T.Optional(GlobalSchema),
+  },
+  { additionalProperties: false },
+)
+
+export type ConfigFile = Static<typeof ConfigFileSchema>
+export type ProviderConfig = Static<typeof ProviderSchema>
+export type ModelFileConfig = Static<typeof ModelSchema>
+export type Pricing = Static<typeof PricingSchema>
+export type TierLimits = Required<Static<typeof TierSchema>>
+export type GlobalLimits = Required<Static<typeof GlobalSchema>>

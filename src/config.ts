@@ -1,0 +1,227 @@
+/**
+ * Environment + optional config file (`TOLLGATE_CONFIG`, YAML or JSON) -> one validated,
+ * typed Config. Env wins where both set a value. An invalid config throws a ConfigError
+ * that names the field and the problem, and startup stops there.
+ */
+import { Value } from '@sinclair/typebox/value'
+import {
+  type ConfigFile,
+  ConfigFileSchema,
+  type GlobalLimits,
+  type Pricing,
+  type ProviderConfig,
+  type TierLimits,
+} from './config-schema'
+
+export type { GlobalLimits, Pricing, ProviderConfig, TierLimits } from './config-schema'
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent'
+
+export interface ModelConfig {
+  name: string
+  provider: string
+  upstreamModel: string
+  kind: 'chat' | 'embedding'
+  /** USD per 1M tokens; null only when the model is explicitly marked free. */
+  pricing: Pricing | null
+  fallbacks: string[]
+}
+
+export interface Config {
+  production: boolean
+  logLevel: LogLevel
+  server: { port: number; host: string; bodyLimitBytes: number; shutdownGraceMs: number }
+  redis: { url: string | null; clusterNodes: string[] }
+  database: { url: string | null; dataDir: string }
+  adminApiKey: string | null
+  auth: { keyCacheTtlMs: number }
+  providers: Record<string, ProviderConfig & { apiKey?: string }>
+  models: Record<string, ModelConfig>
+  tiers: Record<string, TierLimits>
+  global: GlobalLimits
+  /** Where the file came from, for the startup log. */
+  source: string | null
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'ConfigError'
+  }
+}
+
+export const defaultTiers: Record<string, TierLimits> = {
+  free: {
+    requests_per_minute: 10,
+    requests_per_hour: 100,
+    requests_per_day: 500,
+    tokens_per_day: 50_000,
+    cost_per_day_usd: 5,
+    concurrent: 2,
+  },
+  basic: {
+    requests_per_minute: 30,
+    requests_per_hour: 500,
+    requests_per_day: 5_000,
+    tokens_per_day: 500_000,
+    cost_per_day_usd: 50,
+    concurrent: 5,
+  },
+  pro: {
+    requests_per_minute: 100,
+    requests_per_hour: 2_000,
+    requests_per_day: 20_000,
+    tokens_per_day: 2_000_000,
+    cost_per_day_usd: 200,
+    concurrent: 20,
+  },
+  enterprise: {
+    requests_per_minute: 1_000,
+    requests_per_hour: 10_000,
+    requests_per_day: 100_000,
+    tokens_per_day: 10_000_000,
+    cost_per_day_usd: 2_000,
+    concurrent: 100,
+  },
+}
+
+const defaultGlobal: GlobalLimits = { concurrent: 100, requests_per_hour: null, cost_per_day_usd: null }
+const logLevels: LogLevel[] = ['debug', 'info', 'warn', 'error', 'silent']
+
+/** Built-in models: the simulator is always there, so the embedded default answers at once. */
+const simulatorModels: ConfigFile['models'] = {
+  'sim-1': { provider: 'sim', pricing: { input: 0.5, output: 1.5, cached_input: 0.25 } },
+  'sim-embed-1': { provider: 'sim', kind: 'embedding', pricing: { input: 0.02, output: 0 } },
+}
+const openAIModels: ConfigFile['models'] = {
+  'gpt-4o-mini': { provider: 'openai', pricing: { input: 0.15, output: 0.6, cached_input: 0.075 } },
+  'text-embedding-3-small': { provider: 'openai', kind: 'embedding', pricing: { input: 0.02, output: 0 } },
+}
+
+export type Env = Record<string, string | undefined>
+
+export async function readConfigFile(path: string): Promise<unknown> {
+  const file = Bun.file(path)
+  if (!(await file.exists())) throw new ConfigError(`TOLLGATE_CONFIG: file not found: ${path}`)
+  const text = await file.text()
+  try {
+    return /\.json$/i.test(path) ? JSON.parse(text) : (Bun.YAML.parse(text) ?? {})
+  } catch (error) {
+    throw new ConfigError(`TOLLGATE_CONFIG: cannot parse ${path}: ${(error as Error).message}`)
+  }
+}
+
+function checkFile(raw: unknown): ConfigFile {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
+    throw new ConfigError('config: the file must hold a mapping of sections')
+  const first = Value.Errors(ConfigFileSchema, raw).First()
+  if (first) {
+    const field = first.path.replace(/^\//, '').replaceAll('/', '.') || '(root)'
+    const problem =
+      first.message === 'Unexpected property' ? 'is not a known setting' : first.message.toLowerCase()
+    throw new ConfigError(`config: ${field}: ${problem}`)
+  }
+  return raw as ConfigFile
+}
+
+function envInteger(env: Env, name: string, min: number, max: number): number | undefined {
+  const raw = env[name]
+  if (raw === undefined || raw === '') return undefined
+  const value = Number(raw)
+  if (!Number.isInteger(value) || value < min || value > max)
+    throw new ConfigError(`${name}: must be an integer from ${min} to ${max}, got "${raw}"`)
+  return value
+}
+
+function resolveModels(file: ConfigFile, providers: Config['providers']): Record<string, ModelConfig> {
+  const declared = { ...simulatorModels, ...(providers.openai && !file.models ? openAIModels : {}), ...file.models }
+  const models: Record<string, ModelConfig> = {}
+  for (const [name, model] of Object.entries(declared)) {
+    if (!providers[model.provider])
+      throw new ConfigError(`config: models.${name}.provider: no provider named "${model.provider}"`)
+    if (!model.pricing && !model.free)
+      throw new ConfigError(`config: models.${name}.pricing: required (or mark the model free: true)`)
+    models[name] = {
+      name,
+      provider: model.provider,
+      upstreamModel: model.upstream_model ?? name,
+      kind: model.kind ?? (/embed/i.test(name) ? 'embedding' : 'chat'),
+      pricing: model.pricing ?? null,
+      fallbacks: model.fallbacks ?? [],
+    }
+  }
+  for (const model of Object.values(models)) {
+    for (const fallback of model.fallbacks) {
+      if (!models[fallback])
+        throw new ConfigError(`config: models.${model.name}.fallbacks: no model named "${fallback}"`)
+    }
+  }
+  return models
+}
+
+function resolveProviders(file: ConfigFile, env: Env): Config['providers'] {
+  const providers: Config['providers'] = { sim: { type: 'simulator' }, ...file.providers }
+  if (env.OPENAI_API_KEY || env.OPENAI_BASE_URL) {
+    const declared = providers.openai
+    if (declared && declared.type !== 'openai')
+      throw new ConfigError('config: providers.openai: OPENAI_* env is set but this provider is not type openai')
+    providers.openai = {
+      type: 'openai',
+      ...(declared?.type === 'openai' ? declared : {}),
+      base_url: env.OPENAI_BASE_URL ?? (declared?.type === 'openai' ? declared.base_url : 'https://api.openai.com/v1'),
+    }
+  }
+  for (const [name, provider] of Object.entries(providers)) {
+    if (provider.type !== 'openai') continue
+    const keyEnv = provider.api_key_env ?? (name === 'openai' ? 'OPENAI_API_KEY' : undefined)
+    const apiKey = keyEnv ? env[keyEnv] : undefined
+    providers[name] = { ...provider, ...(apiKey ? { apiKey } : {}) }
+  }
+  return providers
+}
+
+/** Builds the Config from an environment and an already-parsed config file. */
+export function buildConfig(env: Env, rawFile: unknown = {}, source: string | null = null): Config {
+  const file = checkFile(rawFile)
+  const production = env.NODE_ENV === 'production'
+  const logLevel = (env.LOG_LEVEL ?? 'info').toLowerCase() as LogLevel
+  if (!logLevels.includes(logLevel))
+    throw new ConfigError(`LOG_LEVEL: must be one of ${logLevels.join(', ')}, got "${env.LOG_LEVEL}"`)
+  const adminApiKey = env.ADMIN_API_KEY || null
+  if (production && !adminApiKey) throw new ConfigError('ADMIN_API_KEY: required when NODE_ENV=production')
+  if (adminApiKey && adminApiKey.length < 16)
+    throw new ConfigError('ADMIN_API_KEY: must be at least 16 characters')
+  const providers = resolveProviders(file, env)
+  const tiers: Record<string, TierLimits> = { ...defaultTiers }
+  for (const [name, limits] of Object.entries(file.tiers ?? {})) {
+    tiers[name] = { ...(defaultTiers[name] ?? defaultTiers.free!), ...limits }
+  }
+  return {
+    production,
+    logLevel,
+    server: {
+      port: envInteger(env, 'PORT', 0, 65535) ?? file.server?.port ?? 8080,
+      host: env.HOST ?? file.server?.host ?? '0.0.0.0',
+      bodyLimitBytes: file.server?.body_limit_bytes ?? 1_048_576,
+      shutdownGraceMs: file.server?.shutdown_grace_ms ?? 10_000,
+    },
+    redis: {
+      url: env.REDIS_URL || null,
+      clusterNodes: (env.REDIS_CLUSTER_NODES ?? '').split(',').map((node) => node.trim()).filter(Boolean),
+    },
+    database: { url: env.DATABASE_URL || null, dataDir: env.DATA_DIR || './.data' },
+    adminApiKey,
+    auth: { keyCacheTtlMs: file.auth?.key_cache_ttl_ms ?? 5_000 },
+    providers,
+    models: resolveModels(file, providers),
+    tiers,
+    global: { ...defaultGlobal, ...file.global },
+    source,
+  }
+}
+
+/** Reads `TOLLGATE_CONFIG` (if set) and the environment. */
+export async function loadConfig(env: Env = process.env): Promise<Config> {
+  const path = env.TOLLGATE_CONFIG
+  return buildConfig(env, path ? await readConfigFile(path) : {}, path ?? null)
+}
