@@ -1,0 +1,89 @@
+/**
+ * Process entry: config -> runtime -> listen -> graceful shutdown. An invalid config stops
+ * here with the field and the problem; SIGTERM drains (readiness fails first, in-flight
+ * requests and streams finish up to the grace period) before Redis and the database close.
+ */
+import { createDevelopmentKey } from '../plugins/auth'
+import { createApp } from './app'
+import { ConfigError, loadConfig } from './config'
+import { log, setLogLevel } from './log'
+import { createRuntime } from './runtime'
+
+async function main(): Promise<void> {
+  let config: Awaited<ReturnType<typeof loadConfig>>
+  try {
+    config = await loadConfig()
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error
+    console.error(`tollgate: invalid configuration: ${error.message}`)
+    process.exit(78)
+  }
+  setLogLevel(config.logLevel)
+  const lifecycle = { started: false, draining: false }
+  const runtime = await createRuntime(config)
+  const app = createApp(runtime, { lifecycle }).listen({ port: config.server.port, hostname: config.server.host })
+  const server = app.server!
+  lifecycle.started = true
+  const base = `http://${config.server.host === '0.0.0.0' ? 'localhost' : config.server.host}:${server.port}`
+  log.info('tollgate listening', {
+    url: base,
+    store: runtime.store.kind,
+    database: runtime.database.kind,
+    config: config.source,
+    models: Object.keys(config.models),
+  })
+
+  if (!config.production) {
+    const key = await createDevelopmentKey(runtime.database.db)
+    if (key) printWelcome(base, key)
+  }
+
+  let stopping = false
+  async function shutdown(signal: string): Promise<void> {
+    if (stopping) {
+      log.warn('second signal: exiting now', { signal })
+      process.exit(1)
+    }
+    stopping = true
+    lifecycle.draining = true
+    log.info('draining', { signal, grace_ms: config.server.shutdownGraceMs })
+    const drained = server.stop(false)
+    const graceOver = Bun.sleep(config.server.shutdownGraceMs).then(() => 'timeout' as const)
+    if ((await Promise.race([drained, graceOver])) === 'timeout') {
+      log.warn('grace period over: closing remaining connections')
+      await server.stop(true)
+    }
+    await runtime.close()
+    log.info('stopped')
+    process.exit(0)
+  }
+  process.on('SIGTERM', () => void shutdown('SIGTERM'))
+  process.on('SIGINT', () => void shutdown('SIGINT'))
+}
+
+function printWelcome(base: string, key: string): void {
+  const curl = [
+    `curl ${base}/v1/chat/completions \\`,
+    `  -H "Authorization: Bearer ${key}" \\`,
+    `  -H "Content-Type: application/json" \\`,
+    `  -d '{"model":"sim-1","messages":[{"role":"user","content":"Hello"}]}'`,
+  ].join('\n')
+  console.log(
+    [
+      '',
+      'tollgate is running in development mode. A development API key was created (shown once):',
+      '',
+      `  ${key}`,
+      '',
+      `Swagger UI: ${base}/swagger`,
+      'Try it:',
+      '',
+      curl,
+      '',
+      'Set ADMIN_API_KEY to use the /admin routes.',
+      '',
+    ].join('\n'),
+  )
+}
+
+await main()

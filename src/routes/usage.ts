@@ -1,0 +1,30 @@
+/**
+ * Usage bookkeeping shared by the model routes: the cheap admission estimate and the
+ * conversion of an upstream `usage` object onto the Exchange.
+ */
+import type { Exchange } from '../../plugins/exchange'
+import type { ChatRequest, WireUsage } from '../upstream/provider'
+
+/** Characters / 4 is the usual cheap estimate; reconciliation replaces it with actual usage. */
+export function estimatePromptTokens(request: { messages: ChatRequest['messages'] }): number {
+  let characters = 0
+  for (const message of request.messages) {
+    const content = message.content
+    if (typeof content === 'string') characters += content.length
+    else if (Array.isArray(content)) {
+      for (const part of content as Array<{ text?: unknown }>) {
+        if (typeof part.text === 'string') characters += part.text.length
+      }
+    }
+  }
+  return Math.ceil(characters / 4)
+}
+
+export function recordUsage(exchange: Exchange, usage: WireUsage | null | undefined): void {
+  if (!usage) return
+  exchange.usage = {
+    promptTokens: usage.prompt_tokens ?? 0,
+    completionTokens: usage.completion_tokens ?? 0,
+    cachedTokens: usage.prompt_tokens_details?.cached_tokens ?? 0,
+  }
+}

@@ -1,0 +1,70 @@
+/**
+ * Starts a real gateway on a spare port for a test: the app from createApp, a runtime
+ * built from a Config (env + file object), and a recorder of settled exchanges.
+ */
+import { tmpdir } from 'node:os'
+import type { Exchange } from '../../plugins/exchange'
+import { createApp } from '../../src/app'
+import { buildConfig, type Env } from '../../src/config'
+import { setLogLevel } from '../../src/log'
+import { createRuntime, type Runtime, type RuntimeOverrides } from '../../src/runtime'
+
+export const adminKey = 'test-admin-key-0123456789'
+
+export interface Gateway {
+  url: string
+  runtime: Runtime
+  /** Every exchange settled so far, in settlement order. */
+  settled: Exchange[]
+  /** Creates an API key through the admin API and returns its plaintext. */
+  createKey(user?: string, tier?: string): Promise<string>
+  stop(): Promise<void>
+}
+
+export interface GatewayOptions extends RuntimeOverrides {
+  env?: Env
+  file?: Record<string, unknown>
+}
+
+export async function startGateway({ env = {}, file = {}, ...overrides }: GatewayOptions = {}): Promise<Gateway> {
+  setLogLevel('silent')
+  const config = buildConfig({ ADMIN_API_KEY: adminKey, DATA_DIR: tempDataDir(), ...env }, file)
+  const runtime = await createRuntime(config, overrides)
+  const settled: Exchange[] = []
+  runtime.settlements.subscribe('trace', (exchange) => {
+    settled.push(exchange)
+  })
+  const app = createApp(runtime).listen({ port: 0, hostname: '127.0.0.1' })
+  const url = `http://127.0.0.1:${app.server!.port}`
+  return {
+    url,
+    runtime,
+    settled,
+    async createKey(user = `user-${crypto.randomUUID().slice(0, 8)}`, tier = 'enterprise') {
+      const response = await fetch(`${url}/admin/keys`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ user_id: user, name: 'test', tier }),
+      })
+      if (response.status !== 201) throw new Error(`key creation failed: ${response.status} ${await response.text()}`)
+      return ((await response.json()) as { key: string }).key
+    },
+    async stop() {
+      await app.stop(true)
+      await runtime.close()
+    },
+  }
+}
+
+export function tempDataDir(): string {
+  return `${tmpdir()}/tollgate-test-${crypto.randomUUID()}`
+}
+
+/** Resolves when `predicate` holds, polling briefly; fails the test after `timeoutMs`. */
+export async function eventually(predicate: () => boolean, timeoutMs = 2000): Promise<void> {
+  const deadline = performance.now() + timeoutMs
+  while (!predicate()) {
+    if (performance.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`)
+    await Bun.sleep(5)
+  }
+}
