@@ -3,6 +3,8 @@
  * a model request is settled. Settlement runs the subscribers in a fixed phase order
  * (quota, ledger, cache, metrics, trace) exactly once, off the response's critical path.
  */
+import { costOf, freePrice, type Price } from './money'
+
 
 export interface Principal {
   keyId: string
@@ -80,7 +82,11 @@ export class Exchange {
   usage: Usage = { promptTokens: 0, completionTokens: 0, cachedTokens: 0 }
   /** Admission-time estimate, used by quota reservation before usage is known. */
   estimatedTokens = 0
+  /** The price of the model that serves; the route sets it when it resolves the model. */
+  price: Price = freePrice
+  /** Set at settlement from `price` and `usage`; zero for cached answers. */
   costNanoUsd = 0n
+  /** For cached answers: what the upstream call would have cost. */
   savedNanoUsd = 0n
   cacheStatus: CacheStatus = 'NONE'
   attempts = 0
@@ -134,6 +140,13 @@ export class Exchange {
     if (this.settlement) return false
     this.settlement = settlement
     this.settledAt = performance.now()
+    const cost = costOf(this.price, this.usage)
+    if (settlement.outcome === 'cached') {
+      this.savedNanoUsd = cost
+      this.usage = { promptTokens: 0, completionTokens: 0, cachedTokens: 0 }
+    } else {
+      this.costNanoUsd = cost
+    }
     setImmediate(() => {
       this.hub.run(this).then(this.resolveSettled, this.resolveSettled)
     })

@@ -12,6 +12,8 @@ export type { ErrorType, OpenAIErrorBody } from './errors'
 export { ApiError, errorResponse, openAIErrorBody } from './errors'
 export type { CacheStatus, Outcome, Principal, SettleListener, SettlePhase, Settlement, Usage } from './exchange'
 export { Exchange, SettlementHub, settlePhases } from './exchange'
+export type { Price } from './money'
+export { costOf, formatUsd, freePrice, priceFromUsdPerMillion, usdToNano } from './money'
 
 export interface ExchangeOptions {
   /** Settlement subscribers; every feature plugin subscribes to the same hub. */

@@ -5,7 +5,16 @@
  */
 import { Elysia } from 'elysia'
 import type { auth } from '../../plugins/auth'
-import { type ApiError, type Exchange, type exchange as exchangePlugin, type Principal } from '../../plugins/exchange'
+import {
+  type ApiError,
+  type Exchange,
+  type exchange as exchangePlugin,
+  freePrice,
+  type Price,
+  type Principal,
+  priceFromUsdPerMillion,
+} from '../../plugins/exchange'
+import type { ModelConfig } from '../config'
 import type { ChatRequest, EmbeddingRequest, EmbeddingResponse as WireEmbeddings } from '../upstream/provider'
 import type { ModelRouter } from '../upstream/router'
 import { openStream, relayStream } from './chat-stream'
@@ -42,6 +51,13 @@ function openExchange(exchange: Exchange, route: string, principal: Principal, r
   exchange.requestedModel = requestedModel
 }
 
+function serveWith(exchange: Exchange, model: ModelConfig, price: Price) {
+  exchange.servedModel = model.name
+  exchange.provider = model.provider
+  exchange.upstreamModel = model.upstreamModel
+  exchange.price = price
+}
+
 function failExchange(exchange: Exchange, error: unknown, clientSignal: AbortSignal): ApiError {
   const apiError = upstreamToApiError(error)
   if (clientSignal.aborted) exchange.settle({ outcome: 'cancelled', status: 499, errorCode: 'client_disconnected' })
@@ -67,6 +83,10 @@ const tags = ['openai']
 const security = [{ bearerAuth: [] }]
 
 export function openAIRoutes({ router, spine, auth }: OpenAIRoutesOptions) {
+  const prices = new Map(
+    router.list().map((model) => [model.name, model.pricing ? priceFromUsdPerMillion(model.pricing) : freePrice]),
+  )
+  const priceOf = (model: ModelConfig) => prices.get(model.name) ?? freePrice
   return new Elysia({ name: 'tollgate/routes/openai' })
     .use(spine)
     .use(auth)
@@ -75,9 +95,7 @@ export function openAIRoutes({ router, spine, auth }: OpenAIRoutesOptions) {
       async function* createChatCompletion({ body, exchange, principal, request, set }) {
         openExchange(exchange, '/v1/chat/completions', principal, body.model)
         const target = router.resolve(body.model, 'chat')
-        exchange.servedModel = target.model.name
-        exchange.provider = target.model.provider
-        exchange.upstreamModel = target.model.upstreamModel
+        serveWith(exchange, target.model, priceOf(target.model))
         exchange.stream = body.stream === true
         exchange.estimatedTokens = estimatePromptTokens(body) + (body.max_completion_tokens ?? body.max_tokens ?? 0)
         const upstream = upstreamController(request.signal)
@@ -130,9 +148,7 @@ export function openAIRoutes({ router, spine, auth }: OpenAIRoutesOptions) {
       async function createEmbeddings({ body, exchange, principal, request }) {
         openExchange(exchange, '/v1/embeddings', principal, body.model)
         const target = router.resolve(body.model, 'embedding')
-        exchange.servedModel = target.model.name
-        exchange.provider = target.model.provider
-        exchange.upstreamModel = target.model.upstreamModel
+        serveWith(exchange, target.model, priceOf(target.model))
         exchange.attempts = 1
         const upstream = upstreamController(request.signal)
         const upstreamRequest: EmbeddingRequest = { ...body, model: target.model.upstreamModel, encoding_format: 'float' }
