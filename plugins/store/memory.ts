@@ -1,4 +1,9 @@
-/** In-process store: the embedded default, and the model for the Redis store's behaviour. */
+/**
+ * In-process store: the embedded default, and the model for the Redis store's behaviour.
+ * Where Redis has a rule callers can observe (INCR keeps the expiry, SET replaces it, values
+ * are byte strings, INCR refuses a non-integer), this store follows it, so code that passes
+ * on memory does not change behaviour on Redis.
+ */
 import { MemoryData } from './memory-data'
 import type { ScriptArg, ScriptReply, Store, StoreScript } from './store'
 
@@ -14,6 +19,9 @@ export interface MemoryStoreOptions {
    */
   sweepIntervalMs?: number
 }
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
 
 export class MemoryStore implements Store {
   readonly kind = 'memory' as const
@@ -32,13 +40,17 @@ export class MemoryStore implements Store {
   }
 
   async get(key: string): Promise<Uint8Array | null> {
-    const value = this.data.get<Uint8Array | string>(key)
+    const value = this.data.get<unknown>(key)
     if (value === undefined) return null
-    return typeof value === 'string' ? new TextEncoder().encode(value) : value
+    // Counters are kept as numbers for the script twins; Redis would hand back their digits.
+    if (typeof value === 'string' || typeof value === 'number') return encoder.encode(String(value))
+    // A copy, so a caller mutating the answer cannot change the stored value.
+    if (value instanceof Uint8Array) return value.slice()
+    throw new Error('WRONGTYPE Operation against a key holding the wrong kind of value')
   }
 
   async set(key: string, value: Uint8Array | string, ttlMs: number): Promise<void> {
-    this.data.set(key, value, ttlMs)
+    this.data.set(key, typeof value === 'string' ? value : value.slice(), ttlMs)
   }
 
   async del(...keys: string[]): Promise<number> {
@@ -48,12 +60,16 @@ export class MemoryStore implements Store {
   }
 
   async incr(key: string): Promise<number> {
-    const next = Number(this.data.get<number | string>(key) ?? 0) + 1
-    this.data.set(key, next)
+    const next = toInteger(this.data.get<unknown>(key) ?? 0) + 1
+    // INCR keeps an existing expiry: a windowed counter must not become immortal.
+    this.data.update(key, next)
     return next
   }
 
   async run<R extends ScriptReply>(script: StoreScript<R>, keys: string[], args: ScriptArg[]): Promise<R> {
+    if (keys.length !== script.numberOfKeys) {
+      throw new TypeError(`script ${script.name} takes ${script.numberOfKeys} keys, got ${keys.length}`)
+    }
     return script.runInMemory(this.data, keys, args.map(String), this.now())
   }
 
@@ -64,4 +80,14 @@ export class MemoryStore implements Store {
   async close(): Promise<void> {
     if (this.sweeper) clearInterval(this.sweeper)
   }
+}
+
+/** Reads a stored value as Redis INCR does: decimal digits of a 64-bit signed integer, or an error. */
+function toInteger(value: unknown): number {
+  const text = value instanceof Uint8Array ? decoder.decode(value) : String(value)
+  if (/^-?\d{1,19}$/.test(text)) {
+    const parsed = Number(text)
+    if (Number.isSafeInteger(parsed)) return parsed
+  }
+  throw new Error('ERR value is not an integer or out of range')
 }
