@@ -1,0 +1,79 @@
+/**
+ * Reading and judging the credentials a request carries. User keys and the admin key are
+ * checked by separate functions over separate sources (the key table, the configured
+ * admin key), so neither can ever stand in for the other.
+ */
+import nodeCrypto from 'node:crypto'
+import { ApiError } from '../exchange'
+import { looksLikeKey } from './keys'
+
+const bearerPattern = /^Bearer[ \t]+(\S+)[ \t]*$/i
+/** RFC 6750: a 401 names the scheme the client should use. */
+const challenge = { 'www-authenticate': 'Bearer' }
+
+/** The token of an `Authorization: Bearer <token>` header, or null when there is none. */
+export function bearerToken(request: Request): string | null {
+  const header = request.headers.get('authorization')
+  return header ? (bearerPattern.exec(header)?.[1] ?? null) : null
+}
+
+export function missingApiKey(): ApiError {
+  return new ApiError({
+    status: 401,
+    message: 'Missing API key. Pass it as "Authorization: Bearer <key>".',
+    code: 'invalid_api_key',
+    headers: challenge,
+  })
+}
+
+export function invalidApiKey(): ApiError {
+  return new ApiError({
+    status: 401,
+    message: 'Invalid API key.',
+    code: 'invalid_api_key',
+    headers: challenge,
+  })
+}
+
+function sha256(value: string): Buffer {
+  return nodeCrypto.createHash('sha256').update(value).digest()
+}
+
+/**
+ * A check of the admin bearer token, or a check that always refuses when no admin key is
+ * configured. Both sides are SHA-256 digests compared with `timingSafeEqual`: equal
+ * lengths whatever the input, so neither the key's content nor its length leaks through
+ * response timing.
+ */
+export function adminGuard(adminApiKey: string | null): (request: Request) => void {
+  if (adminApiKey === null) {
+    return function adminDisabled() {
+      throw new ApiError({
+        status: 401,
+        message: 'The admin API is disabled: no admin API key is configured.',
+        code: 'admin_api_disabled',
+        headers: challenge,
+      })
+    }
+  }
+  if (looksLikeKey(adminApiKey))
+    throw new Error('auth: the admin API key must not have the form of a user key (tg-...)')
+  const expected = sha256(adminApiKey)
+  return function requireAdminKey(request) {
+    const token = bearerToken(request)
+    if (token === null)
+      throw new ApiError({
+        status: 401,
+        message: 'Missing admin API key. Pass it as "Authorization: Bearer <admin key>".',
+        code: 'invalid_api_key',
+        headers: challenge,
+      })
+    if (!nodeCrypto.timingSafeEqual(sha256(token), expected))
+      throw new ApiError({
+        status: 401,
+        message: 'Invalid admin API key.',
+        code: 'invalid_api_key',
+        headers: challenge,
+      })
+  }
+}
