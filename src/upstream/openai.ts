@@ -11,9 +11,9 @@ import {
   type ChatRequest,
   type EmbeddingRequest,
   type EmbeddingResponse,
-  isRetryableStatus,
   type Provider,
   UpstreamError,
+  type UpstreamErrorKind,
 } from './provider'
 import { parseSSE, type SSEEnd, type SSEEvent, SSEFormatError } from './sse'
 
@@ -56,10 +56,7 @@ class Deadline {
 
   restart(): void {
     this.pause()
-    this.timer = setTimeout(
-      () => this.timeout.abort(new DOMException('upstream timeout', 'TimeoutError')),
-      this.ms,
-    )
+    this.timer = setTimeout(() => this.timeout.abort(), this.ms)
   }
 
   pause(): void {
@@ -76,6 +73,11 @@ export function parseRetryAfter(headers: Headers, now = Date.now()): number | nu
   const date = Date.parse(value)
   return Number.isNaN(date) ? null : Math.max(0, date - now)
 }
+
+type FailureDetails = Pick<
+  ConstructorParameters<typeof UpstreamError>[0],
+  'retryable' | 'retryAfterMs' | 'upstreamCode' | 'cause'
+>
 
 interface ErrorFields {
   code: string | null
@@ -235,11 +237,7 @@ export class OpenAIProvider implements Provider {
     return response
   }
 
-  private async httpError(
-    response: Response,
-    context: CallContext,
-    deadline: Deadline,
-  ): Promise<UpstreamError> {
+  private async httpError(response: Response, context: CallContext, deadline: Deadline) {
     let fields: ErrorFields | null = null
     try {
       fields = errorFields(parseJson(await readBounded(response, ERROR_BODY_LIMIT)))
@@ -247,11 +245,7 @@ export class OpenAIProvider implements Provider {
       if (context.signal.aborted || deadline.expired) return this.failure(error, context, deadline, 'body')
     }
     const code = fields?.code ?? null
-    return new UpstreamError({
-      kind: 'http',
-      status: response.status,
-      message: `Upstream ${this.name} answered HTTP ${response.status}${code ? ` (${code})` : ''}.`,
-      retryable: isRetryableStatus(response.status),
+    return this.fail('http', response.status, `answered HTTP ${response.status}${code ? ` (${code})` : ''}`, {
       retryAfterMs: parseRetryAfter(response.headers),
       upstreamCode: code,
     })
@@ -259,59 +253,36 @@ export class OpenAIProvider implements Provider {
 
   /** An error object in place of an answer: in a 200 body, or as a frame of a stream. */
   private streamError(fields: ErrorFields | null): UpstreamError {
-    const status = fields?.status ?? 502
     const code = fields?.code ?? null
-    return new UpstreamError({
-      kind: 'http',
-      status,
-      message: `Upstream ${this.name} reported an error${code ? ` (${code})` : ''}.`,
+    return this.fail('http', fields?.status ?? 502, `reported an error${code ? ` (${code})` : ''}`, {
       upstreamCode: code,
     })
   }
 
   private protocolError(what: string, cause?: unknown): UpstreamError {
-    return new UpstreamError({
-      kind: 'protocol',
-      status: 502,
-      message: `Upstream ${this.name} sent ${what}.`,
-      cause,
-    })
+    return this.fail('protocol', 502, `sent ${what}`, { cause })
   }
 
   /** Classifies a thrown error by what was going on: the caller's abort comes first. */
-  private failure(
-    error: unknown,
-    context: CallContext,
-    deadline: Deadline,
-    phase: 'connect' | 'body',
-  ): UpstreamError {
+  private failure(error: unknown, context: CallContext, deadline: Deadline, phase: 'connect' | 'body') {
     if (error instanceof UpstreamError) return error
     if (context.signal.aborted)
-      return new UpstreamError({
-        kind: 'aborted',
-        status: 499,
-        message: `Call to upstream ${this.name} aborted.`,
-        retryable: false,
-        cause: error,
-      })
+      return this.fail('aborted', 499, 'call aborted', { retryable: false, cause: error })
     if (deadline.expired)
-      return new UpstreamError({
-        kind: 'timeout',
-        status: 504,
-        message: `Upstream ${this.name} did not answer within ${this.timeoutMs} ms.`,
+      return this.fail('timeout', 504, `did not answer within ${this.timeoutMs} ms`, {
         retryable: true,
         cause: error,
       })
     if (error instanceof SSEFormatError) return this.protocolError('a malformed stream', error)
     if (phase === 'body') return this.protocolError('an answer that broke off', error)
-    const code = error !== null && typeof error === 'object' && 'code' in error ? String(error.code) : null
-    return new UpstreamError({
-      kind: 'connection',
-      status: 502,
-      message: `Upstream ${this.name} is unreachable${code && safeCode.test(code) ? ` (${code})` : ''}.`,
-      retryable: true,
-      cause: error,
-    })
+    const code = error !== null && typeof error === 'object' && 'code' in error ? String(error.code) : ''
+    const shown = safeCode.test(code) ? ` (${code})` : ''
+    return this.fail('connection', 502, `is unreachable${shown}`, { retryable: true, cause: error })
+  }
+
+  /** Messages name the upstream and what went wrong, never its body or our credentials. */
+  private fail(kind: UpstreamErrorKind, status: number, what: string, extra: FailureDetails = {}) {
+    return new UpstreamError({ kind, status, message: `Upstream ${this.name} ${what}.`, ...extra })
   }
 }
 

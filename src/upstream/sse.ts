@@ -6,6 +6,7 @@
  * a stream that merely stops is a truncated answer, not a complete one.
  */
 
+/** One dispatched event. `id` and `retry` are read and dropped: no model stream is resumable. */
 export interface SSEEvent {
   event?: string
   data: string
