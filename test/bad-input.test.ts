@@ -15,7 +15,7 @@ beforeAll(async () => {
 })
 afterAll(() => gateway?.stop())
 
-const post = (body: BodyInit, headers: Record<string, string> = {}) =>
+const post = (body: string | Uint8Array | ReadableStream<Uint8Array>, headers: Record<string, string> = {}) =>
   fetch(`${gateway.url}/v1/chat/completions`, {
     method: 'POST',
     headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...headers },

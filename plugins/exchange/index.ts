@@ -69,6 +69,9 @@ export function exchange({ hub, bodyLimitBytes = 1_048_576, onUnexpectedError = 
     .onError({ as: 'global' }, function renderError({ error, code, path, request, set }) {
       const requestId = (set.headers['x-request-id'] as string | undefined) ?? requestIdFor(request)
       if (error instanceof ApiError) return errorResponse(error, path, requestId)
+      // Elysia wraps what a parse hook throws in its own ParseError; ours says exactly why.
+      if (code === 'PARSE' && (error as Error).cause instanceof ApiError)
+        return errorResponse((error as Error).cause as ApiError, path, requestId)
       if (error instanceof ValidationError) return errorResponse(validationToApiError(error), path, requestId)
       if (code === 'NOT_FOUND')
         return errorResponse(
