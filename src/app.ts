@@ -3,14 +3,16 @@
  * with their own runtime; src/main.ts builds it with the real one and listens.
  */
 import { Elysia } from 'elysia'
-import { auth, authAdmin } from '../plugins/auth'
+import { ApiKeys, auth, authAdmin } from '../plugins/auth'
 import { exchange } from '../plugins/exchange'
+import { quota } from '../plugins/quota'
 import pkg from '../package.json'
 import { log } from './log'
 import type { Runtime } from './runtime'
 import { docsRoutes } from './routes/docs'
 import { type HealthCheck, healthRoutes, type Lifecycle } from './routes/health'
 import { openAIRoutes } from './routes/openai'
+import { usageRoutes } from './routes/usage-routes'
 
 export interface AppOptions {
   /** Startup and drain state, shared with src/main.ts; tests get a started app by default. */
@@ -47,18 +49,35 @@ export function createApp(runtime: Runtime, { lifecycle = { started: true, drain
     bodyLimitBytes: config.server.bodyLimitBytes,
     onUnexpectedError: (error) => log.error('unhandled error', { error: String(error), stack: (error as Error).stack }),
   })
-  const keyAuth = auth({
+  const keys = new ApiKeys({
     db: database.db,
-    adminApiKey: config.adminApiKey,
     cacheTtlMs: config.auth.keyCacheTtlMs,
+    onLookupError: (error) => log.error('key lookup failed', { error: String(error) }),
   })
+  const keyAuth = auth({ keys, adminApiKey: config.adminApiKey })
+  const quotas = quota({
+    store: runtime.store,
+    hub: settlements,
+    tiers: config.tiers,
+    global: config.global,
+    fallback: config.quota.fallback,
+    routeWeights: config.quota.routeWeights,
+    defaultMaxTokens: config.quota.defaultMaxTokens,
+    leaseTtlMs: config.quota.leaseTtlMs,
+    refundRequestsOnError: config.quota.refundRequestsOnError,
+    now: runtime.clock,
+    onFallback: (active) => log.warn(active ? 'quota fallback engaged' : 'quota enforcement back on the store'),
+  })
+  const admission = quotas.decorator.quota
   return new Elysia({ name: 'tollgate' })
     .use(spine)
+    .use(quotas)
     .use(docsRoutes({ version: pkg.version }))
     .use(healthRoutes({ checks: dependencyChecks(runtime), lifecycle }))
-    .use(openAIRoutes({ router, spine, auth: keyAuth }))
+    .use(openAIRoutes({ router, spine, auth: keyAuth, admission }))
+    .use(usageRoutes({ spine, auth: keyAuth, keys, admission }))
     .group('/admin', (admin) =>
-      admin.use(authAdmin({ db: database.db, adminApiKey: config.adminApiKey, tiers: Object.keys(config.tiers) })),
+      admin.use(authAdmin({ keys, adminApiKey: config.adminApiKey, tiers: Object.keys(config.tiers) })),
     )
 }
 

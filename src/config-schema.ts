@@ -2,9 +2,9 @@
  * The config file's shape (snake_case keys, as DESIGN.md's "Contracts" gives it). Every
  * section is optional; `src/config.ts` fills in the defaults and the environment.
  */
-import { type Static, Type as T } from '@sinclair/typebox'
+import { type Static, Type as T, type TSchema } from '@sinclair/typebox'
 
-const Nullable = <S extends ReturnType<typeof T.Number>>(schema: S) => T.Union([schema, T.Null()])
+const Nullable = <S extends TSchema>(schema: S) => T.Union([schema, T.Null()])
 const PositiveInt = T.Integer({ minimum: 1 })
 const NonNegative = T.Number({ minimum: 0 })
 
@@ -90,6 +90,18 @@ export const ConfigFileSchema = T.Object(
     models: T.Optional(T.Record(T.String({ minLength: 1 }), ModelSchema)),
     tiers: T.Optional(T.Record(T.String({ minLength: 1 }), TierSchema)),
     global: T.Optional(GlobalSchema),
+    quota: T.Optional(
+      T.Object(
+        {
+          fallback: T.Optional(T.Union([T.Literal('local'), T.Literal('open'), T.Literal('closed')])),
+          route_weights: T.Optional(T.Record(T.String({ pattern: '^/' }), PositiveInt)),
+          default_max_tokens: T.Optional(PositiveInt),
+          lease_ttl_ms: T.Optional(PositiveInt),
+          refund_requests_on_error: T.Optional(T.Boolean()),
+        },
+        { additionalProperties: false },
+      ),
+    ),
   },
   { additionalProperties: false },
 )

@@ -39,6 +39,13 @@ export interface Config {
   models: Record<string, ModelConfig>
   tiers: Record<string, TierLimits>
   global: GlobalLimits
+  quota: {
+    fallback: 'local' | 'open' | 'closed'
+    routeWeights: Record<string, number>
+    defaultMaxTokens: number
+    leaseTtlMs: number
+    refundRequestsOnError: boolean
+  }
   /** Where the file came from, for the startup log. */
   source: string | null
 }
@@ -216,6 +223,13 @@ export function buildConfig(env: Env, rawFile: unknown = {}, source: string | nu
     models: resolveModels(file, providers),
     tiers,
     global: { ...defaultGlobal, ...file.global },
+    quota: {
+      fallback: file.quota?.fallback ?? 'local',
+      routeWeights: file.quota?.route_weights ?? {},
+      defaultMaxTokens: file.quota?.default_max_tokens ?? 1024,
+      leaseTtlMs: file.quota?.lease_ttl_ms ?? 600_000,
+      refundRequestsOnError: file.quota?.refund_requests_on_error ?? false,
+    },
     source,
   }
 }

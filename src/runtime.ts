@@ -18,6 +18,8 @@ export interface Runtime {
   providers: Record<string, Provider>
   router: ModelRouter
   settlements: SettlementHub
+  /** Epoch-ms clock for limits; null uses the Redis server's clock. Tests inject one. */
+  clock: (() => number) | null
   close(): Promise<void>
 }
 
@@ -25,6 +27,7 @@ export interface RuntimeOverrides {
   store?: Store
   database?: Database
   providers?: Record<string, Provider>
+  clock?: () => number
 }
 
 export async function createRuntime(config: Config, overrides: RuntimeOverrides = {}): Promise<Runtime> {
@@ -49,6 +52,7 @@ export async function createRuntime(config: Config, overrides: RuntimeOverrides 
     providers,
     router,
     settlements,
+    clock: overrides.clock ?? null,
     async close() {
       await Promise.allSettled([store.close(), database.close()])
     },

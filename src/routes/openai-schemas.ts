@@ -87,6 +87,12 @@ export const ChatCompletionResponse = t.Object(
 )
 
 const TextInput = t.String({ minLength: 1 })
+/** One `data:` frame of the event stream, the 200 answer when `stream: true`. */
+export const ChatCompletionStreamFrame = t.Object(
+  { data: t.String({ description: 'A JSON chat.completion.chunk, an error object, or [DONE]' }) },
+  { description: 'text/event-stream frame' },
+)
+
 export const EmbeddingRequest = t.Object(
   {
     model: t.String({ minLength: 1, maxLength: 256 }),

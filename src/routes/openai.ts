@@ -3,7 +3,7 @@
  * Each model route owns its Exchange: it names the route and models on it, calls the
  * upstream with an abort signal tied to the client, and settles it exactly once.
  */
-import { Elysia } from 'elysia'
+import { Elysia, t } from 'elysia'
 import type { auth } from '../../plugins/auth'
 import {
   type ApiError,
@@ -14,6 +14,7 @@ import {
   type Principal,
   priceFromUsdPerMillion,
 } from '../../plugins/exchange'
+import type { QuotaService } from '../../plugins/quota'
 import type { ModelConfig } from '../config'
 import type { ChatRequest, EmbeddingRequest, EmbeddingResponse as WireEmbeddings } from '../upstream/provider'
 import type { ModelRouter } from '../upstream/router'
@@ -21,13 +22,14 @@ import { openStream, relayStream } from './chat-stream'
 import {
   ChatCompletionRequest,
   ChatCompletionResponse,
+  ChatCompletionStreamFrame,
   EmbeddingRequest as EmbeddingRequestSchema,
   EmbeddingResponse,
   ModelList,
   modelErrorResponses,
 } from './openai-schemas'
 import { upstreamToApiError } from './upstream-errors'
-import { estimatePromptTokens, recordUsage } from './usage'
+import { estimateInputTokens, estimatePromptTokens, recordUsage } from './usage'
 
 export interface OpenAIRoutesOptions {
   router: ModelRouter
@@ -35,6 +37,8 @@ export interface OpenAIRoutesOptions {
   spine: ReturnType<typeof exchangePlugin>
   /** The app's auth plugin instance, for the `apiKey` macro. */
   auth: ReturnType<typeof auth>
+  /** Reserves quota before the upstream call; throws the 429 when a limit denies. */
+  admission: QuotaService
 }
 
 /** Ties the upstream call to the client: a client that goes away aborts the upstream. */
@@ -82,7 +86,7 @@ function encodeEmbeddings(response: WireEmbeddings, format: 'float' | 'base64', 
 const tags = ['openai']
 const security = [{ bearerAuth: [] }]
 
-export function openAIRoutes({ router, spine, auth }: OpenAIRoutesOptions) {
+export function openAIRoutes({ router, spine, auth, admission }: OpenAIRoutesOptions) {
   const prices = new Map(
     router.list().map((model) => [model.name, model.pricing ? priceFromUsdPerMillion(model.pricing) : freePrice]),
   )
@@ -97,7 +101,8 @@ export function openAIRoutes({ router, spine, auth }: OpenAIRoutesOptions) {
         const target = router.resolve(body.model, 'chat')
         serveWith(exchange, target.model, priceOf(target.model))
         exchange.stream = body.stream === true
-        exchange.estimatedTokens = estimatePromptTokens(body) + (body.max_completion_tokens ?? body.max_tokens ?? 0)
+        exchange.estimatedTokens = estimatePromptTokens(body)
+        Object.assign(set.headers, await admission.reserve(exchange, body.max_completion_tokens ?? body.max_tokens ?? null))
         const upstream = upstreamController(request.signal)
         const upstreamRequest = { ...body, model: target.model.upstreamModel } as ChatRequest
         const context = { signal: upstream.signal, headers: { 'x-request-id': exchange.id } }
@@ -133,7 +138,7 @@ export function openAIRoutes({ router, spine, auth }: OpenAIRoutesOptions) {
       {
         apiKey: true,
         body: ChatCompletionRequest,
-        response: { 200: ChatCompletionResponse, ...modelErrorResponses },
+        response: { 200: t.Union([ChatCompletionResponse, ChatCompletionStreamFrame]), ...modelErrorResponses },
         detail: {
           summary: 'Create a chat completion',
           description:
@@ -145,10 +150,12 @@ export function openAIRoutes({ router, spine, auth }: OpenAIRoutesOptions) {
     )
     .post(
       '/v1/embeddings',
-      async function createEmbeddings({ body, exchange, principal, request }) {
+      async function createEmbeddings({ body, exchange, principal, request, set }) {
         openExchange(exchange, '/v1/embeddings', principal, body.model)
         const target = router.resolve(body.model, 'embedding')
         serveWith(exchange, target.model, priceOf(target.model))
+        exchange.estimatedTokens = estimateInputTokens(body.input)
+        Object.assign(set.headers, await admission.reserve(exchange, 0))
         exchange.attempts = 1
         const upstream = upstreamController(request.signal)
         const upstreamRequest: EmbeddingRequest = { ...body, model: target.model.upstreamModel, encoding_format: 'float' }

@@ -20,6 +20,18 @@ export function estimatePromptTokens(request: { messages: ChatRequest['messages'
   return Math.ceil(characters / 4)
 }
 
+/** Embedding input: strings by characters / 4, token arrays by their length. */
+export function estimateInputTokens(input: string | string[] | number[] | number[][]): number {
+  if (typeof input === 'string') return Math.ceil(input.length / 4)
+  let tokens = 0
+  for (const item of input as Array<string | number | number[]>) {
+    if (typeof item === 'string') tokens += Math.ceil(item.length / 4)
+    else if (Array.isArray(item)) tokens += item.length
+    else tokens++
+  }
+  return tokens
+}
+
 export function recordUsage(exchange: Exchange, usage: WireUsage | null | undefined): void {
   if (!usage) return
   exchange.usage = {

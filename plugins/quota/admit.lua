@@ -1,0 +1,112 @@
+-- Atomic check-and-reserve over every limit of one scope (a user, or the whole gateway).
+-- KEYS[1]: the scope's hash (GCRA arrival times, daily token and cost counters)
+-- KEYS[2]: the scope's concurrency leases (sorted set: member = lease id, score = expiry ms)
+-- Both keys carry the same hash tag ({u:<user>} or {global}), so this runs on one cluster node.
+--
+-- ARGV: now_ms ('' = the Redis server's TIME, one clock for every instance), dry_run (1 = peek),
+-- lease_id, lease_ttl_ms, weight, concurrent_limit, tokens_limit, tokens_reserve,
+-- cost_limit, cost_reserve, then (period_ms, limit) per request window. A limit of 0 is unlimited.
+--
+-- Request windows use GCRA: one arrival time per window, exact (no approximation at window
+-- edges, unlike a sliding-window counter), and the retry time it gives is exact too. A window
+-- of q requests per w ms admits a burst of q, then one request every w/q ms.
+--
+-- Every limit is checked before anything is written, so a denial leaves nothing reserved.
+-- Returns {admitted, denied_by, retry_after_ms, day, tokens_used, cost_used, concurrent_used,
+--          remaining_1, reset_ms_1, remaining_2, reset_ms_2, ...}.
+
+local now
+if ARGV[1] == '' then
+  local time = redis.call('TIME')
+  now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+else
+  now = tonumber(ARGV[1])
+end
+local dry_run = ARGV[2] == '1'
+local lease_id = ARGV[3]
+local lease_ttl = tonumber(ARGV[4])
+local weight = tonumber(ARGV[5])
+local concurrent_limit = tonumber(ARGV[6])
+local tokens_limit = tonumber(ARGV[7])
+local tokens_reserve = tonumber(ARGV[8])
+local cost_limit = tonumber(ARGV[9])
+local cost_reserve = tonumber(ARGV[10])
+local day = math.floor(now / 86400000)
+local until_midnight = (day + 1) * 86400000 - now
+
+local tokens_field = 'tok:' .. day
+local cost_field = 'cost:' .. day
+local stored = redis.call('HMGET', KEYS[1], 'day', tokens_field, cost_field)
+local tokens_used = tonumber(stored[2]) or 0
+local cost_used = tonumber(stored[3]) or 0
+
+local denied_by = ''
+local retry_after = 0
+local reply_windows = {}
+local new_tats = {}
+
+local window_count = (#ARGV - 10) / 2
+for i = 1, window_count do
+  local period = tonumber(ARGV[9 + i * 2])
+  local limit = tonumber(ARGV[10 + i * 2])
+  if limit > 0 then
+    local interval = period / limit
+    local tat = tonumber(redis.call('HGET', KEYS[1], 'tat:' .. period)) or now
+    if tat < now then tat = now end
+    local new_tat = tat + weight * interval
+    local allow_at = new_tat - period
+    if allow_at > now and denied_by == '' then
+      denied_by = 'window:' .. i
+      retry_after = allow_at - now
+    end
+    local after = new_tat
+    if allow_at > now or dry_run then after = tat end
+    new_tats[i] = new_tat
+    reply_windows[#reply_windows + 1] = math.max(0, math.floor((period - (after - now)) / interval))
+    reply_windows[#reply_windows + 1] = math.ceil(after - now)
+  else
+    reply_windows[#reply_windows + 1] = -1
+    reply_windows[#reply_windows + 1] = 0
+  end
+end
+
+if denied_by == '' and tokens_limit > 0 and tokens_used + tokens_reserve > tokens_limit then
+  denied_by = 'tokens'
+  retry_after = until_midnight
+end
+if denied_by == '' and cost_limit > 0 and cost_used + cost_reserve > cost_limit then
+  denied_by = 'cost'
+  retry_after = until_midnight
+end
+
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local concurrent_used = redis.call('ZCARD', KEYS[2])
+if denied_by == '' and concurrent_limit > 0 and concurrent_used >= concurrent_limit then
+  denied_by = 'concurrent'
+  local earliest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  retry_after = math.min(1000, tonumber(earliest[2]) - now)
+end
+
+if denied_by == '' and not dry_run then
+  if stored[1] and tonumber(stored[1]) ~= day then
+    redis.call('HDEL', KEYS[1], 'tok:' .. stored[1], 'cost:' .. stored[1])
+  end
+  for i = 1, window_count do
+    if new_tats[i] then redis.call('HSET', KEYS[1], 'tat:' .. ARGV[9 + i * 2], new_tats[i]) end
+  end
+  tokens_used = tokens_used + tokens_reserve
+  cost_used = cost_used + cost_reserve
+  redis.call('HSET', KEYS[1], 'day', day, tokens_field, tokens_used, cost_field, cost_used)
+  redis.call('PEXPIRE', KEYS[1], 172800000)
+  if concurrent_limit > 0 then
+    redis.call('ZADD', KEYS[2], now + lease_ttl, lease_id)
+    redis.call('PEXPIRE', KEYS[2], lease_ttl)
+    concurrent_used = concurrent_used + 1
+  end
+end
+
+local admitted = 0
+if denied_by == '' then admitted = 1 end
+local reply = { admitted, denied_by, math.ceil(retry_after), day, tokens_used, cost_used, concurrent_used }
+for i = 1, #reply_windows do reply[#reply + 1] = reply_windows[i] end
+return reply

@@ -1,0 +1,307 @@
+/**
+ * Admission and reconciliation. A request reserves against its user's scope and the global
+ * scope with two scripts issued in the same tick, which node-redis pipelines into one
+ * round trip. Settlement replaces the reservation with what was used, off the critical path.
+ *
+ * When Redis cannot answer, the configured fallback takes over at once (no request waits on
+ * a dead socket): `local` runs the same scripts on an in-process store, `open` admits,
+ * `closed` denies. Enforcement returns to Redis by itself as soon as the store is available.
+ */
+import { ApiError, costOf, type Exchange, formatUsd } from '../exchange'
+import { MemoryStore, type ScriptArg, type Store, type StoreScript } from '../store'
+import { rateLimitHeaders, type WindowState } from './headers'
+import {
+  type GlobalLimits,
+  globalLimits,
+  hashKey,
+  leaseKey,
+  type ScopeLimits,
+  type TierLimits,
+  userLimits,
+  windowArgs,
+} from './limits'
+import { type AdmitReply, admitScript, settleScript } from './scripts'
+
+export type QuotaFallback = 'local' | 'open' | 'closed'
+export type Backend = 'store' | 'local' | 'open'
+
+export interface QuotaDecision {
+  limit: string
+  outcome: 'admitted' | 'denied' | 'fallback_open' | 'unavailable'
+}
+
+export interface QuotaServiceOptions {
+  store: Store
+  tiers: Record<string, TierLimits>
+  global: GlobalLimits
+  fallback: QuotaFallback
+  routeWeights: Record<string, number>
+  defaultMaxTokens: number
+  leaseTtlMs: number
+  refundRequestsOnError: boolean
+  now: (() => number) | null
+  onDecision: (decision: QuotaDecision, seconds: number) => void
+  onFallback: (active: boolean) => void
+}
+
+interface ScopeReservation {
+  limits: ScopeLimits
+  day: number
+}
+
+export interface Reservation {
+  backend: Backend
+  leaseId: string
+  weight: number
+  tokens: number
+  costNano: bigint
+  scopes: ScopeReservation[]
+}
+
+export interface ScopeUsage {
+  limits: ScopeLimits
+  windows: WindowState[]
+  tokensUsed: number
+  costUsedNano: bigint
+  concurrentUsed: number
+}
+
+const note = 'quota'
+
+export class QuotaService {
+  private readonly local: MemoryStore
+  private fallbackActive = false
+
+  constructor(private readonly options: QuotaServiceOptions) {
+    this.local = new MemoryStore({ now: options.now ?? Date.now })
+  }
+
+  /** The script argument for "now": '' lets Redis read its own clock; tests inject one. */
+  private nowArg(): string {
+    return this.options.now ? String(this.options.now()) : ''
+  }
+
+  private async runScript<R extends AdmitReply | number>(
+    backend: Backend,
+    script: StoreScript<R>,
+    keys: string[],
+    args: ScriptArg[],
+  ): Promise<R> {
+    return (backend === 'store' ? this.options.store : this.local).run(script, keys, args)
+  }
+
+  private chooseBackend(): Backend {
+    const healthy = this.options.store.available
+    if (healthy !== !this.fallbackActive) {
+      this.fallbackActive = !healthy
+      this.options.onFallback(this.fallbackActive)
+    }
+    if (healthy) return 'store'
+    return this.options.fallback === 'local' ? 'local' : 'open'
+  }
+
+  get fallbackEngaged(): boolean {
+    return this.fallbackActive
+  }
+
+  private admitArgs(limits: ScopeLimits, r: Omit<Reservation, 'scopes' | 'backend'>, dryRun: boolean) {
+    return [
+      this.nowArg(),
+      dryRun ? '1' : '0',
+      r.leaseId,
+      this.options.leaseTtlMs,
+      r.weight,
+      limits.concurrent,
+      limits.tokensPerDay,
+      limits.tokensPerDay > 0 ? r.tokens : 0,
+      limits.costPerDayNano.toString(),
+      limits.costPerDayNano > 0n ? r.costNano.toString() : '0',
+      ...windowArgs(limits),
+    ]
+  }
+
+  private scopesFor(exchange: Exchange): ScopeLimits[] {
+    return [userLimits(exchange.principal!, this.options.tiers), globalLimits(this.options.global)]
+  }
+
+  /** Reserves for a model request, or throws the 429 that names the limit that denied. */
+  async reserve(exchange: Exchange, maxTokens: number | null): Promise<Record<string, string>> {
+    const started = performance.now()
+    const completionCap = maxTokens ?? this.options.defaultMaxTokens
+    const request = {
+      leaseId: exchange.id,
+      weight: this.options.routeWeights[exchange.route] ?? 1,
+      tokens: exchange.estimatedTokens + completionCap,
+      costNano: costOf(exchange.price, {
+        promptTokens: exchange.estimatedTokens,
+        completionTokens: completionCap,
+        cachedTokens: 0,
+      }),
+    }
+    const scopes = this.scopesFor(exchange)
+    let backend = this.chooseBackend()
+    if (backend === 'open') {
+      this.options.onDecision({ limit: 'all', outcome: 'fallback_open' }, 0)
+      return {}
+    }
+    let replies: AdmitReply[]
+    try {
+      replies = await Promise.all(
+        scopes.map((limits) =>
+          this.runScript(backend, admitScript, [hashKey(limits), leaseKey(limits)], this.admitArgs(limits, request, false)),
+        ),
+      )
+    } catch (error) {
+      if (backend !== 'store') throw error
+      backend = this.options.fallback === 'local' ? 'local' : 'open'
+      if (this.options.fallback === 'closed') {
+        this.options.onDecision({ limit: 'all', outcome: 'unavailable' }, (performance.now() - started) / 1000)
+        throw new ApiError({ status: 503, message: 'Quota service unavailable; retry shortly.', code: 'quota_unavailable', headers: { 'retry-after': '1' } })
+      }
+      if (backend === 'open') return {}
+      replies = await Promise.all(
+        scopes.map((limits) =>
+          this.runScript(backend, admitScript, [hashKey(limits), leaseKey(limits)], this.admitArgs(limits, request, false)),
+        ),
+      )
+    }
+    const seconds = (performance.now() - started) / 1000
+    const deniedAt = replies.findIndex((reply) => reply[0] !== 1)
+    if (deniedAt >= 0) {
+      replies.forEach((reply, i) => {
+        if (reply[0] === 1) void this.release(backend, scopes[i]!, reply[3], request.leaseId, request, true)
+      })
+      const limits = scopes[deniedAt]!
+      const reply = replies[deniedAt]!
+      this.options.onDecision({ limit: deniedLimitName(limits, reply[1]), outcome: 'denied' }, seconds)
+      throw denial(limits, reply, windowStates(limits, replies[0]!))
+    }
+    this.options.onDecision({ limit: 'all', outcome: 'admitted' }, seconds)
+    const reservation: Reservation = {
+      ...request,
+      backend,
+      scopes: scopes.map((limits, i) => ({ limits, day: replies[i]![3] })),
+    }
+    exchange.notes.set(note, reservation)
+    return rateLimitHeaders(windowStates(scopes[0]!, replies[0]!))
+  }
+
+  private release(
+    backend: Backend,
+    limits: ScopeLimits,
+    day: number,
+    leaseId: string,
+    used: { weight: number; tokens: number; costNano: bigint },
+    refundRequests: boolean,
+    actual = { tokens: 0, costNano: 0n },
+  ): Promise<unknown> {
+    const args = [
+      this.nowArg(),
+      limits.concurrent > 0 ? leaseId : '',
+      day,
+      limits.tokensPerDay > 0 ? actual.tokens - used.tokens : 0,
+      limits.costPerDayNano > 0n ? (actual.costNano - used.costNano).toString() : '0',
+      refundRequests ? used.weight : 0,
+      ...windowArgs(limits),
+    ]
+    return this.runScript(backend, settleScript, [hashKey(limits), leaseKey(limits)], args).catch(() => undefined)
+  }
+
+  /** Settlement: actual usage replaces the reservation; the lease is released. */
+  async reconcile(exchange: Exchange): Promise<void> {
+    const reservation = exchange.notes.get(note) as Reservation | undefined
+    if (!reservation || reservation.backend === 'open') return
+    const outcome = exchange.settlement?.outcome
+    const actual = {
+      tokens: exchange.usage.promptTokens + exchange.usage.completionTokens,
+      costNano: exchange.costNanoUsd,
+    }
+    const refundRequests = outcome === 'error' && this.options.refundRequestsOnError
+    await Promise.all(
+      reservation.scopes.map(({ limits, day }) =>
+        this.release(reservation.backend, limits, day, reservation.leaseId, reservation, refundRequests, actual),
+      ),
+    )
+  }
+
+  /** The caller's windows, budgets and leases, without reserving anything. */
+  async usage(principal: Exchange['principal'] & object): Promise<ScopeUsage> {
+    const limits = userLimits(principal, this.options.tiers)
+    const backend = this.chooseBackend() === 'store' ? 'store' : 'local'
+    const args = this.admitArgs(limits, { leaseId: '', weight: 0, tokens: 0, costNano: 0n }, true)
+    const reply = await this.runScript(backend, admitScript, [hashKey(limits), leaseKey(limits)], args)
+    return {
+      limits,
+      windows: windowStates(limits, reply),
+      tokensUsed: reply[4],
+      costUsedNano: BigInt(Math.round(reply[5])),
+      concurrentUsed: reply[6],
+    }
+  }
+
+  /** Clears a user's windows, budgets and leases; returns what existed. */
+  async reset(principal: Exchange['principal'] & object): Promise<string[]> {
+    const limits = userLimits(principal, this.options.tiers)
+    const keys = [hashKey(limits), leaseKey(limits)]
+    const cleared: string[] = []
+    for (const store of [this.options.store, this.local]) {
+      try {
+        if ((await store.del(...keys)) > 0) cleared.push(store === this.local ? 'local' : 'store')
+      } catch {
+        // A store that cannot answer has nothing to clear right now; the other one still does.
+      }
+    }
+    return cleared
+  }
+
+  async close(): Promise<void> {
+    await this.local.close()
+  }
+}
+
+function windowStates(limits: ScopeLimits, reply: AdmitReply): WindowState[] {
+  return limits.windows.map((window, i) => ({
+    window,
+    remaining: Number(reply[7 + i * 2]),
+    resetMs: Number(reply[8 + i * 2]),
+  }))
+}
+
+function deniedLimitName(limits: ScopeLimits, deniedBy: string): string {
+  const prefix = limits.scope === '{global}' ? 'global_' : ''
+  if (deniedBy.startsWith('window:')) return `${prefix}requests_per_${limits.windows[Number(deniedBy.slice(7)) - 1]!.name}`
+  if (deniedBy === 'tokens') return `${prefix}tokens_per_day`
+  if (deniedBy === 'cost') return `${prefix}cost_per_day`
+  return `${prefix}concurrent`
+}
+
+function denial(limits: ScopeLimits, reply: AdmitReply, userWindows: WindowState[]): ApiError {
+  const deniedBy = reply[1]
+  const retryAfter = String(Math.max(1, Math.ceil(reply[2] / 1000)))
+  const headers = { ...rateLimitHeaders(userWindows), 'retry-after': retryAfter }
+  if (deniedBy === 'tokens' || deniedBy === 'cost') {
+    const budget =
+      deniedBy === 'tokens'
+        ? `${limits.tokensPerDay} tokens per day`
+        : `$${formatUsd(limits.costPerDayNano)} per day`
+    return new ApiError({
+      status: 429,
+      type: 'insufficient_quota',
+      code: 'insufficient_quota',
+      message: `Budget exceeded: ${budget} for ${limits.label}. It resets at 00:00 UTC.`,
+      headers,
+    })
+  }
+  const what = deniedBy.startsWith('window:')
+    ? (() => {
+        const window = limits.windows[Number(deniedBy.slice(7)) - 1]!
+        return `${window.limit} requests per ${window.name}`
+      })()
+    : `${limits.concurrent} concurrent requests`
+  return new ApiError({
+    status: 429,
+    code: 'rate_limit_exceeded',
+    message: `Rate limit exceeded: ${what} for ${limits.label}.`,
+    headers,
+  })
+}

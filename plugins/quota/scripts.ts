@@ -1,0 +1,147 @@
+/**
+ * The two quota scripts (admit.lua and settle.lua beside this file) and their in-memory
+ * twins. The twins implement the same algorithm line for line on the memory store, so the
+ * embedded default and the Redis-down fallback enforce exactly what Redis would.
+ */
+import { defineStoreScript, type MemoryData } from '../store'
+
+const dayMs = 86_400_000
+
+type Fields = Record<string, number>
+type Leases = Map<string, number>
+
+function hashOf(data: MemoryData, key: string): Fields {
+  let fields = data.get<Fields>(key)
+  if (!fields) {
+    fields = {}
+    data.set(key, fields, 2 * dayMs)
+  }
+  return fields
+}
+
+function leasesOf(data: MemoryData, key: string): Leases {
+  let leases = data.get<Leases>(key)
+  if (!leases) {
+    leases = new Map()
+    data.set(key, leases)
+  }
+  return leases
+}
+
+function windowsFrom(args: string[], offset: number): Array<{ period: number; limit: number }> {
+  const windows = []
+  for (let i = offset; i + 1 < args.length; i += 2) windows.push({ period: Number(args[i]), limit: Number(args[i + 1]) })
+  return windows
+}
+
+export type AdmitReply = [number, string, number, number, number, number, number, ...number[]]
+
+export const admitScript = defineStoreScript<AdmitReply>({
+  name: 'tollgate_quota_admit',
+  lua: await Bun.file(new URL('./admit.lua', import.meta.url)).text(),
+  numberOfKeys: 2,
+  runInMemory(data, [hashKey, leaseKey], args, clock) {
+    const now = args[0] === '' ? clock : Number(args[0])
+    const dryRun = args[1] === '1'
+    const [leaseId, leaseTtl, weight, concurrentLimit, tokensLimit, tokensReserve, costLimit, costReserve] = [
+      args[2]!,
+      ...args.slice(3, 10).map(Number),
+    ] as [string, number, number, number, number, number, number, number]
+    const day = Math.floor(now / dayMs)
+    const untilMidnight = (day + 1) * dayMs - now
+    const fields = data.get<Fields>(hashKey!) ?? {}
+    let tokensUsed = fields[`tok:${day}`] ?? 0
+    let costUsed = fields[`cost:${day}`] ?? 0
+    let deniedBy = ''
+    let retryAfter = 0
+    const replyWindows: number[] = []
+    const newTats: Array<number | undefined> = []
+    const windows = windowsFrom(args, 10)
+    windows.forEach(({ period, limit }, i) => {
+      if (limit <= 0) {
+        replyWindows.push(-1, 0)
+        return
+      }
+      const interval = period / limit
+      const tat = Math.max(fields[`tat:${period}`] ?? now, now)
+      const newTat = tat + weight * interval
+      const allowAt = newTat - period
+      if (allowAt > now && deniedBy === '') {
+        deniedBy = `window:${i + 1}`
+        retryAfter = allowAt - now
+      }
+      const after = allowAt > now || dryRun ? tat : newTat
+      newTats[i] = newTat
+      replyWindows.push(Math.max(0, Math.floor((period - (after - now)) / interval)), Math.ceil(after - now))
+    })
+    if (deniedBy === '' && tokensLimit > 0 && tokensUsed + tokensReserve > tokensLimit) {
+      deniedBy = 'tokens'
+      retryAfter = untilMidnight
+    }
+    if (deniedBy === '' && costLimit > 0 && costUsed + costReserve > costLimit) {
+      deniedBy = 'cost'
+      retryAfter = untilMidnight
+    }
+    const leases = leasesOf(data, leaseKey!)
+    for (const [id, expiresAt] of leases) if (expiresAt <= now) leases.delete(id)
+    let concurrentUsed = leases.size
+    if (deniedBy === '' && concurrentLimit > 0 && concurrentUsed >= concurrentLimit) {
+      deniedBy = 'concurrent'
+      retryAfter = Math.min(1000, Math.min(...leases.values()) - now)
+    }
+    if (deniedBy === '' && !dryRun) {
+      const hash = hashOf(data, hashKey!)
+      if (hash.day !== undefined && hash.day !== day) {
+        delete hash[`tok:${hash.day}`]
+        delete hash[`cost:${hash.day}`]
+      }
+      windows.forEach(({ period }, i) => {
+        if (newTats[i] !== undefined) hash[`tat:${period}`] = newTats[i]
+      })
+      tokensUsed += tokensReserve
+      costUsed += costReserve
+      Object.assign(hash, { day, [`tok:${day}`]: tokensUsed, [`cost:${day}`]: costUsed })
+      data.expire(hashKey!, 2 * dayMs)
+      if (concurrentLimit > 0) {
+        leases.set(leaseId, now + leaseTtl)
+        concurrentUsed++
+      }
+    }
+    return [
+      deniedBy === '' ? 1 : 0,
+      deniedBy,
+      Math.ceil(retryAfter),
+      day,
+      tokensUsed,
+      costUsed,
+      concurrentUsed,
+      ...replyWindows,
+    ]
+  },
+})
+
+export const settleScript = defineStoreScript<number>({
+  name: 'tollgate_quota_settle',
+  lua: await Bun.file(new URL('./settle.lua', import.meta.url)).text(),
+  numberOfKeys: 2,
+  runInMemory(data, [hashKey, leaseKey], args, clock) {
+    const now = args[0] === '' ? clock : Number(args[0])
+    const [leaseId, day] = [args[1]!, args[2]!]
+    const [tokenDelta, costDelta, refund] = args.slice(3, 6).map(Number) as [number, number, number]
+    if (leaseId !== '') data.get<Leases>(leaseKey!)?.delete(leaseId)
+    const hash = data.get<Fields>(hashKey!)
+    if (!hash) return 1
+    const add = (field: string, delta: number) => {
+      if (delta !== 0) hash[field] = Math.max(0, (hash[field] ?? 0) + delta)
+    }
+    add(`tok:${day}`, tokenDelta)
+    add(`cost:${day}`, costDelta)
+    if (refund > 0) {
+      for (const { period, limit } of windowsFrom(args, 6)) {
+        const tat = hash[`tat:${period}`]
+        if (limit > 0 && tat !== undefined) hash[`tat:${period}`] = Math.max(now, tat - (refund * period) / limit)
+      }
+    }
+    return 1
+  },
+})

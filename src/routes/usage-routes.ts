@@ -1,0 +1,131 @@
+/**
+ * What a caller has used and has left: every request window (limit, used, remaining,
+ * reset), today's tokens and cost against their budgets, and concurrency. The same view
+ * for any key under /admin, and a reset of a key's limits.
+ */
+import { Elysia, t } from 'elysia'
+import type { ApiKeys, auth } from '../../plugins/auth'
+import { ApiError, type exchange as exchangePlugin, formatUsd, type Principal } from '../../plugins/exchange'
+import type { QuotaService, ScopeUsage } from '../../plugins/quota'
+
+export interface UsageRoutesOptions {
+  spine: ReturnType<typeof exchangePlugin>
+  auth: ReturnType<typeof auth>
+  keys: ApiKeys
+  admission: QuotaService
+}
+
+const Limit = t.Union([t.Integer(), t.Null()], { description: 'null: unlimited' })
+const WindowView = t.Object({
+  window: t.String(),
+  limit: Limit,
+  used: t.Union([t.Integer(), t.Null()]),
+  remaining: t.Union([t.Integer(), t.Null()]),
+  reset_seconds: t.Integer(),
+  reset_at: t.String({ format: 'date-time' }),
+})
+const UsageView = t.Object({
+  user_id: t.String(),
+  tier: t.String(),
+  windows: t.Array(WindowView),
+  tokens_today: t.Object({ used: t.Integer(), limit: Limit }),
+  cost_today: t.Object({
+    used_usd: t.String(),
+    used_nano_usd: t.String(),
+    limit_usd: t.Union([t.String(), t.Null()]),
+  }),
+  concurrent: t.Object({ active: t.Integer(), limit: Limit }),
+})
+const Problem = t.Object({ type: t.String(), title: t.String(), status: t.Integer(), detail: t.String() }, { additionalProperties: true })
+const OpenAIError = t.Object({ error: t.Object({ message: t.String(), type: t.String() }, { additionalProperties: true }) })
+const KeyId = t.Object({ id: t.String({ format: 'uuid' }) })
+
+function usageView(principal: Principal, usage: ScopeUsage) {
+  const now = Date.now()
+  return {
+    user_id: principal.userId,
+    tier: principal.tier,
+    windows: usage.windows.map(({ window, remaining, resetMs }) => {
+      const limited = window.limit > 0
+      return {
+        window: window.name,
+        limit: limited ? window.limit : null,
+        used: limited ? window.limit - remaining : null,
+        remaining: limited ? remaining : null,
+        reset_seconds: Math.ceil(resetMs / 1000),
+        reset_at: new Date(now + resetMs).toISOString(),
+      }
+    }),
+    tokens_today: { used: usage.tokensUsed, limit: usage.limits.tokensPerDay || null },
+    cost_today: {
+      used_usd: formatUsd(usage.costUsedNano),
+      used_nano_usd: usage.costUsedNano.toString(),
+      limit_usd: usage.limits.costPerDayNano > 0n ? formatUsd(usage.limits.costPerDayNano) : null,
+    },
+    concurrent: { active: usage.concurrentUsed, limit: usage.limits.concurrent || null },
+  }
+}
+
+export function usageRoutes({ spine, auth, keys, admission }: UsageRoutesOptions) {
+  async function principalOfKey(id: string): Promise<Principal> {
+    const record = await keys.get(id)
+    if (!record) throw new ApiError({ status: 404, message: `No key with id ${id}.`, code: 'key_not_found' })
+    return { keyId: record.id, userId: record.userId, tier: record.tier, overrides: record.overrides }
+  }
+
+  return new Elysia({ name: 'tollgate/routes/usage' })
+    .use(spine)
+    .use(auth)
+    .get(
+      '/v1/usage',
+      async function callerUsage({ principal }) {
+        return usageView(principal, await admission.usage(principal))
+      },
+      {
+        apiKey: true,
+        response: { 200: UsageView, 401: OpenAIError },
+        detail: { summary: "The caller's quotas, tokens and cost today", tags: ['usage'] },
+      },
+    )
+    .get(
+      '/admin/keys/:id/usage',
+      async function keyUsage({ params }) {
+        const principal = await principalOfKey(params.id)
+        return usageView(principal, await admission.usage(principal))
+      },
+      {
+        admin: true,
+        params: KeyId,
+        response: { 200: UsageView, 400: Problem, 401: Problem, 404: Problem },
+        detail: { summary: "A key's quotas, tokens and cost today", tags: ['keys'] },
+      },
+    )
+    .post(
+      '/admin/keys/:id/reset-limits',
+      async function resetKeyLimits({ params }) {
+        const principal = await principalOfKey(params.id)
+        const cleared = await admission.reset(principal)
+        return {
+          key_id: principal.keyId,
+          user_id: principal.userId,
+          cleared: ['requests_per_minute', 'requests_per_hour', 'requests_per_day', 'tokens_per_day', 'cost_per_day', 'concurrent'],
+          stores: cleared,
+        }
+      },
+      {
+        admin: true,
+        params: KeyId,
+        response: {
+          200: t.Object({ key_id: t.String(), user_id: t.String(), cleared: t.Array(t.String()), stores: t.Array(t.String()) }),
+          400: Problem,
+          401: Problem,
+          404: Problem,
+        },
+        detail: {
+          summary: "Clear a key's user windows, budgets and leases",
+          description: 'Limits are per user: this clears them for every key of the same user.',
+          tags: ['keys'],
+        },
+      },
+    )
+}
