@@ -3,16 +3,16 @@
  * with their own runtime; src/main.ts builds it with the real one and listens.
  */
 import { Elysia } from 'elysia'
+import pkg from '../package.json'
 import { ApiKeys, auth, authAdmin } from '../plugins/auth'
 import { exchange } from '../plugins/exchange'
 import { quota } from '../plugins/quota'
-import pkg from '../package.json'
 import { log } from './log'
-import type { Runtime } from './runtime'
 import { docsRoutes } from './routes/docs'
 import { type HealthCheck, healthRoutes, type Lifecycle } from './routes/health'
 import { openAIRoutes } from './routes/openai'
 import { usageRoutes } from './routes/usage-routes'
+import type { Runtime } from './runtime'
 
 export interface AppOptions {
   /** Startup and drain state, shared with src/main.ts; tests get a started app by default. */
@@ -26,7 +26,8 @@ function dependencyChecks(runtime: Runtime): HealthCheck[] {
       name: store.kind === 'redis' ? 'redis' : 'store',
       failureStatus: 'degraded',
       async check() {
-        if (store.kind === 'memory') return { status: 'healthy', message: 'in-memory store (single instance)' }
+        if (store.kind === 'memory')
+          return { status: 'healthy', message: 'in-memory store (single instance)' }
         await store.ping()
         return { status: 'healthy', message: 'connected' }
       },
@@ -42,12 +43,16 @@ function dependencyChecks(runtime: Runtime): HealthCheck[] {
   ]
 }
 
-export function createApp(runtime: Runtime, { lifecycle = { started: true, draining: false } }: AppOptions = {}) {
+export function createApp(
+  runtime: Runtime,
+  { lifecycle = { started: true, draining: false } }: AppOptions = {},
+) {
   const { config, settlements, router, database } = runtime
   const spine = exchange({
     hub: settlements,
     bodyLimitBytes: config.server.bodyLimitBytes,
-    onUnexpectedError: (error) => log.error('unhandled error', { error: String(error), stack: (error as Error).stack }),
+    onUnexpectedError: (error) =>
+      log.error('unhandled error', { error: String(error), stack: (error as Error).stack }),
   })
   const keys = new ApiKeys({
     db: database.db,
@@ -66,7 +71,8 @@ export function createApp(runtime: Runtime, { lifecycle = { started: true, drain
     leaseTtlMs: config.quota.leaseTtlMs,
     refundRequestsOnError: config.quota.refundRequestsOnError,
     now: runtime.clock,
-    onFallback: (active) => log.warn(active ? 'quota fallback engaged' : 'quota enforcement back on the store'),
+    onFallback: (active) =>
+      log.warn(active ? 'quota fallback engaged' : 'quota enforcement back on the store'),
   })
   const admission = quotas.decorator.quota
   return new Elysia({ name: 'tollgate' })

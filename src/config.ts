@@ -141,7 +141,11 @@ function envInteger(env: Env, name: string, min: number, max: number): number | 
 }
 
 function resolveModels(file: ConfigFile, providers: Config['providers']): Record<string, ModelConfig> {
-  const declared = { ...simulatorModels, ...(providers.openai && !file.models ? openAIModels : {}), ...file.models }
+  const declared = {
+    ...simulatorModels,
+    ...(providers.openai && !file.models ? openAIModels : {}),
+    ...file.models,
+  }
   const models: Record<string, ModelConfig> = {}
   for (const [name, model] of Object.entries(declared)) {
     if (!providers[model.provider])
@@ -171,11 +175,15 @@ function resolveProviders(file: ConfigFile, env: Env): Config['providers'] {
   if (env.OPENAI_API_KEY || env.OPENAI_BASE_URL) {
     const declared = providers.openai
     if (declared && declared.type !== 'openai')
-      throw new ConfigError('config: providers.openai: OPENAI_* env is set but this provider is not type openai')
+      throw new ConfigError(
+        'config: providers.openai: OPENAI_* env is set but this provider is not type openai',
+      )
     providers.openai = {
       type: 'openai',
       ...(declared?.type === 'openai' ? declared : {}),
-      base_url: env.OPENAI_BASE_URL ?? (declared?.type === 'openai' ? declared.base_url : 'https://api.openai.com/v1'),
+      base_url:
+        env.OPENAI_BASE_URL ??
+        (declared?.type === 'openai' ? declared.base_url : 'https://api.openai.com/v1'),
     }
   }
   for (const [name, provider] of Object.entries(providers)) {
@@ -214,7 +222,10 @@ export function buildConfig(env: Env, rawFile: unknown = {}, source: string | nu
     },
     redis: {
       url: env.REDIS_URL || null,
-      clusterNodes: (env.REDIS_CLUSTER_NODES ?? '').split(',').map((node) => node.trim()).filter(Boolean),
+      clusterNodes: (env.REDIS_CLUSTER_NODES ?? '')
+        .split(',')
+        .map((node) => node.trim())
+        .filter(Boolean),
     },
     database: { url: env.DATABASE_URL || null, dataDir: env.DATA_DIR || './.data' },
     adminApiKey,

@@ -21,7 +21,10 @@ async function main(): Promise<void> {
   setLogLevel(config.logLevel)
   const lifecycle = { started: false, draining: false }
   const runtime = await createRuntime(config)
-  const app = createApp(runtime, { lifecycle }).listen({ port: config.server.port, hostname: config.server.host })
+  const app = createApp(runtime, { lifecycle }).listen({
+    port: config.server.port,
+    hostname: config.server.host,
+  })
   const server = app.server!
   lifecycle.started = true
   const base = `http://${config.server.host === '0.0.0.0' ? 'localhost' : config.server.host}:${server.port}`

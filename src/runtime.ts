@@ -37,7 +37,9 @@ export async function createRuntime(config: Config, overrides: RuntimeOverrides 
       url: config.redis.url ?? undefined,
       clusterNodes: config.redis.clusterNodes,
       onStateChange: (available, error) =>
-        available ? log.info('redis available') : log.warn('redis unavailable', { error: String(error ?? '') }),
+        available
+          ? log.info('redis available')
+          : log.warn('redis unavailable', { error: String(error ?? '') }),
     })
   const database = overrides.database ?? (await openDatabase(config.database))
   const providers = overrides.providers ?? createProviders(config.providers)

@@ -22,10 +22,17 @@ const post = (body: string | Uint8Array | ReadableStream<Uint8Array>, headers: R
     body,
   })
 
-async function expectEnvelope(response: Response, status: number, code: string | null, param?: string | null) {
+async function expectEnvelope(
+  response: Response,
+  status: number,
+  code: string | null,
+  param?: string | null,
+) {
   expect(response.status).toBe(status)
   expect(response.headers.get('content-type')).toContain('application/json')
-  const body = (await response.json()) as { error: { message: string; type: string; code: string | null; param: string | null } }
+  const body = (await response.json()) as {
+    error: { message: string; type: string; code: string | null; param: string | null }
+  }
   expect(Object.keys(body)).toEqual(['error'])
   expect(typeof body.error.message).toBe('string')
   expect(body.error.message).not.toMatch(/at .*\.ts:\d+/)
@@ -48,7 +55,9 @@ describe('bad input', () => {
     )
     expect(error.type).toBe('invalid_request_error')
     await expectEnvelope(
-      await post(JSON.stringify({ model: 'sim-1', messages: [{ role: 'user', content: 'hi' }], max_tokens: 'ten' })),
+      await post(
+        JSON.stringify({ model: 'sim-1', messages: [{ role: 'user', content: 'hi' }], max_tokens: 'ten' }),
+      ),
       400,
       'invalid_value',
       'max_tokens',
@@ -57,7 +66,12 @@ describe('bad input', () => {
 
   test('missing messages, empty messages, bad role', async () => {
     await expectEnvelope(await post(JSON.stringify({ model: 'sim-1' })), 400, 'invalid_value', 'messages')
-    await expectEnvelope(await post(JSON.stringify({ model: 'sim-1', messages: [] })), 400, 'invalid_value', 'messages')
+    await expectEnvelope(
+      await post(JSON.stringify({ model: 'sim-1', messages: [] })),
+      400,
+      'invalid_value',
+      'messages',
+    )
     await expectEnvelope(
       await post(JSON.stringify({ model: 'sim-1', messages: [{ role: 'robot', content: 'x' }] })),
       400,
@@ -67,7 +81,10 @@ describe('bad input', () => {
   })
 
   test('2 MB body answers 413 with the configured limit', async () => {
-    const huge = JSON.stringify({ model: 'sim-1', messages: [{ role: 'user', content: 'x'.repeat(2 * 1024 * 1024) }] })
+    const huge = JSON.stringify({
+      model: 'sim-1',
+      messages: [{ role: 'user', content: 'x'.repeat(2 * 1024 * 1024) }],
+    })
     const error = await expectEnvelope(await post(huge), 413, 'request_too_large')
     expect(error.message).toContain('1048576')
   })
@@ -94,17 +111,30 @@ describe('bad input', () => {
   })
 
   test('non-UTF-8 bytes', async () => {
-    const bytes = new Uint8Array([...new TextEncoder().encode('{"model":"sim-1","messages":[{"role":"user","content":"'), 0xff, 0xfe, ...new TextEncoder().encode('"}]}')])
+    const bytes = new Uint8Array([
+      ...new TextEncoder().encode('{"model":"sim-1","messages":[{"role":"user","content":"'),
+      0xff,
+      0xfe,
+      ...new TextEncoder().encode('"}]}'),
+    ])
     await expectEnvelope(await post(bytes), 400, 'invalid_encoding')
   })
 
   test('non-JSON content type', async () => {
-    await expectEnvelope(await post('model=sim-1', { 'content-type': 'application/x-www-form-urlencoded' }), 415, 'unsupported_media_type')
+    await expectEnvelope(
+      await post('model=sim-1', { 'content-type': 'application/x-www-form-urlencoded' }),
+      415,
+      'unsupported_media_type',
+    )
   })
 
   test('unknown extra fields pass validation', async () => {
     const response = await post(
-      JSON.stringify({ model: 'sim-1', messages: [{ role: 'user', content: 'hi' }], some_future_field: { a: 1 } }),
+      JSON.stringify({
+        model: 'sim-1',
+        messages: [{ role: 'user', content: 'hi' }],
+        some_future_field: { a: 1 },
+      }),
     )
     expect(response.status).toBe(200)
   })
@@ -115,7 +145,9 @@ describe('bad input', () => {
     await post(JSON.stringify({ model: 'sim-1', messages: [] }))
     await Bun.sleep(20)
     expect(gateway.settled.length).toBe(settledBefore)
-    const ok = await post(JSON.stringify({ model: 'sim-1', messages: [{ role: 'user', content: 'still there?' }] }))
+    const ok = await post(
+      JSON.stringify({ model: 'sim-1', messages: [{ role: 'user', content: 'still there?' }] }),
+    )
     expect(ok.status).toBe(200)
   })
 

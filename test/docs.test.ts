@@ -11,7 +11,10 @@ afterAll(() => gateway?.stop())
 interface OpenAPIDoc {
   openapi: string
   info: { title: string; version: string }
-  paths: Record<string, Record<string, { summary?: string; tags?: string[]; responses?: Record<string, unknown> }>>
+  paths: Record<
+    string,
+    Record<string, { summary?: string; tags?: string[]; responses?: Record<string, unknown> }>
+  >
   components: { securitySchemes: Record<string, { type: string; scheme: string }> }
 }
 
@@ -43,7 +46,9 @@ describe('OpenAPI and Swagger UI', () => {
       expect(Object.keys(operation!.responses ?? {}).length, `${path} responses`).toBeGreaterThan(0)
     }
     const chat = doc.paths['/v1/chat/completions']!.post!
-    expect(Object.keys(chat.responses!)).toEqual(expect.arrayContaining(['200', '400', '401', '404', '413', '429']))
+    expect(Object.keys(chat.responses!)).toEqual(
+      expect.arrayContaining(['200', '400', '401', '404', '413', '429']),
+    )
     expect(doc.components.securitySchemes.bearerAuth).toMatchObject({ type: 'http', scheme: 'bearer' })
   })
 

@@ -31,7 +31,10 @@ async function readUntil(stream: ReadableStream<Uint8Array>, pattern: RegExp, ti
   let text = ''
   const deadline = Date.now() + timeoutMs
   while (!pattern.test(text)) {
-    const next = await Promise.race([reader.read(), Bun.sleep(Math.max(0, deadline - Date.now())).then(() => null)])
+    const next = await Promise.race([
+      reader.read(),
+      Bun.sleep(Math.max(0, deadline - Date.now())).then(() => null),
+    ])
     if (!next || next.done) break
     text += decoder.decode(next.value, { stream: true })
   }
@@ -65,7 +68,9 @@ describe('embedded first run', () => {
     const key = output.match(/tg-[A-Za-z0-9_-]{40,}/)?.[0]
     expect(key, output).toBeDefined()
     expect(output).toContain('/swagger')
-    const ready = (await (await waitReady(15_000)).json()) as { components: Record<string, { status: string }> }
+    const ready = (await (await waitReady(15_000)).json()) as {
+      components: Record<string, { status: string }>
+    }
     expect(Object.keys(ready.components)).toEqual(expect.arrayContaining(['store', 'pglite']))
 
     const completion = await fetch(`${base}/v1/chat/completions`, {

@@ -15,7 +15,11 @@ const chat = (body: Record<string, unknown>, init: RequestInit = {}) =>
   fetch(`${gateway.url}/v1/chat/completions`, {
     method: 'POST',
     headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ model: 'remote-1', messages: [{ role: 'user', content: 'hello there' }], ...body }),
+    body: JSON.stringify({
+      model: 'remote-1',
+      messages: [{ role: 'user', content: 'hello there' }],
+      ...body,
+    }),
     ...init,
   })
 

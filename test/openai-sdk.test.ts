@@ -87,7 +87,9 @@ describe('official openai SDK through the gateway', () => {
       input: ['alpha', 'beta'],
       encoding_format: 'base64',
     })
-    const decoded = new Float32Array(Buffer.from(base64.data[0]!.embedding as unknown as string, 'base64').buffer)
+    const decoded = new Float32Array(
+      Buffer.from(base64.data[0]!.embedding as unknown as string, 'base64').buffer,
+    )
     expect(Array.from(decoded)).toEqual(floats.data[0]!.embedding.map((x) => Math.fround(x)))
   })
 

@@ -52,7 +52,11 @@ export async function readJsonBody(request: Request, limitBytes: number): Promis
     throw new ApiError({ status: 400, message: 'Request body is not valid UTF-8.', code: 'invalid_encoding' })
   }
   if (text.trim() === '') {
-    throw new ApiError({ status: 400, message: 'Request body is empty; a JSON object is required.', code: 'invalid_json' })
+    throw new ApiError({
+      status: 400,
+      message: 'Request body is empty; a JSON object is required.',
+      code: 'invalid_json',
+    })
   }
   try {
     return JSON.parse(text)

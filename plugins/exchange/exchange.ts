@@ -5,7 +5,6 @@
  */
 import { costOf, freePrice, type Price } from './money'
 
-
 export interface Principal {
   keyId: string
   userId: string

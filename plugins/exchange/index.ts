@@ -5,12 +5,20 @@
 import { Elysia, ValidationError } from 'elysia'
 import { readJsonBody } from './body'
 import { ApiError, errorResponse } from './errors'
-import { Exchange, SettlementHub } from './exchange'
+import { Exchange, type SettlementHub } from './exchange'
 
 export { isJsonContentType, readJsonBody, tooLarge } from './body'
 export type { ErrorType, OpenAIErrorBody } from './errors'
 export { ApiError, errorResponse, openAIErrorBody } from './errors'
-export type { CacheStatus, Outcome, Principal, SettleListener, SettlePhase, Settlement, Usage } from './exchange'
+export type {
+  CacheStatus,
+  Outcome,
+  Principal,
+  SettleListener,
+  Settlement,
+  SettlePhase,
+  Usage,
+} from './exchange'
 export { Exchange, SettlementHub, settlePhases } from './exchange'
 export type { Price } from './money'
 export { costOf, formatUsd, freePrice, priceFromUsdPerMillion, usdToNano } from './money'
@@ -54,7 +62,11 @@ export function validationToApiError(error: ValidationError): ApiError {
   return new ApiError({ status: 400, message, param, code: param ? 'invalid_value' : 'invalid_request' })
 }
 
-export function exchange({ hub, bodyLimitBytes = 1_048_576, onUnexpectedError = console.error }: ExchangeOptions) {
+export function exchange({
+  hub,
+  bodyLimitBytes = 1_048_576,
+  onUnexpectedError = console.error,
+}: ExchangeOptions) {
   return new Elysia({ name: 'tollgate/exchange', seed: { bodyLimitBytes } })
     .decorate('settlements', hub)
     .derive({ as: 'global' }, function openExchange({ request, path, set }) {
@@ -75,7 +87,11 @@ export function exchange({ hub, bodyLimitBytes = 1_048_576, onUnexpectedError = 
       if (error instanceof ValidationError) return errorResponse(validationToApiError(error), path, requestId)
       if (code === 'NOT_FOUND')
         return errorResponse(
-          new ApiError({ status: 404, message: `No route for ${request.method} ${path}.`, code: 'not_found' }),
+          new ApiError({
+            status: 404,
+            message: `No route for ${request.method} ${path}.`,
+            code: 'not_found',
+          }),
           path,
           requestId,
         )

@@ -25,7 +25,11 @@ export function usdToNano(usd: number): bigint {
 }
 
 /** Converts a config price (USD per 1M tokens); cached input defaults to the input price. */
-export function priceFromUsdPerMillion(pricing: { input: number; output: number; cached_input?: number }): Price {
+export function priceFromUsdPerMillion(pricing: {
+  input: number
+  output: number
+  cached_input?: number
+}): Price {
   const input = usdToNano(pricing.input)
   return {
     input,
@@ -39,7 +43,8 @@ export const freePrice: Price = { input: 0n, output: 0n, cachedInput: 0n }
 export function costOf(price: Price, usage: Usage): bigint {
   const cached = BigInt(Math.min(usage.cachedTokens, usage.promptTokens))
   const uncached = BigInt(usage.promptTokens) - cached
-  const total = uncached * price.input + cached * price.cachedInput + BigInt(usage.completionTokens) * price.output
+  const total =
+    uncached * price.input + cached * price.cachedInput + BigInt(usage.completionTokens) * price.output
   return (total + tokensPerPrice / 2n) / tokensPerPrice
 }
 

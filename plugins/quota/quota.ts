@@ -148,20 +148,38 @@ export class QuotaService {
     try {
       replies = await Promise.all(
         scopes.map((limits) =>
-          this.runScript(backend, admitScript, [hashKey(limits), leaseKey(limits)], this.admitArgs(limits, request, false)),
+          this.runScript(
+            backend,
+            admitScript,
+            [hashKey(limits), leaseKey(limits)],
+            this.admitArgs(limits, request, false),
+          ),
         ),
       )
     } catch (error) {
       if (backend !== 'store') throw error
       backend = this.options.fallback === 'local' ? 'local' : 'open'
       if (this.options.fallback === 'closed') {
-        this.options.onDecision({ limit: 'all', outcome: 'unavailable' }, (performance.now() - started) / 1000)
-        throw new ApiError({ status: 503, message: 'Quota service unavailable; retry shortly.', code: 'quota_unavailable', headers: { 'retry-after': '1' } })
+        this.options.onDecision(
+          { limit: 'all', outcome: 'unavailable' },
+          (performance.now() - started) / 1000,
+        )
+        throw new ApiError({
+          status: 503,
+          message: 'Quota service unavailable; retry shortly.',
+          code: 'quota_unavailable',
+          headers: { 'retry-after': '1' },
+        })
       }
       if (backend === 'open') return {}
       replies = await Promise.all(
         scopes.map((limits) =>
-          this.runScript(backend, admitScript, [hashKey(limits), leaseKey(limits)], this.admitArgs(limits, request, false)),
+          this.runScript(
+            backend,
+            admitScript,
+            [hashKey(limits), leaseKey(limits)],
+            this.admitArgs(limits, request, false),
+          ),
         ),
       )
     }
@@ -204,7 +222,9 @@ export class QuotaService {
       refundRequests ? used.weight : 0,
       ...windowArgs(limits),
     ]
-    return this.runScript(backend, settleScript, [hashKey(limits), leaseKey(limits)], args).catch(() => undefined)
+    return this.runScript(backend, settleScript, [hashKey(limits), leaseKey(limits)], args).catch(
+      () => undefined,
+    )
   }
 
   /** Settlement: actual usage replaces the reservation; the lease is released. */
@@ -219,7 +239,15 @@ export class QuotaService {
     const refundRequests = outcome === 'error' && this.options.refundRequestsOnError
     await Promise.all(
       reservation.scopes.map(({ limits, day }) =>
-        this.release(reservation.backend, limits, day, reservation.leaseId, reservation, refundRequests, actual),
+        this.release(
+          reservation.backend,
+          limits,
+          day,
+          reservation.leaseId,
+          reservation,
+          refundRequests,
+          actual,
+        ),
       ),
     )
   }
@@ -269,7 +297,8 @@ function windowStates(limits: ScopeLimits, reply: AdmitReply): WindowState[] {
 
 function deniedLimitName(limits: ScopeLimits, deniedBy: string): string {
   const prefix = limits.scope === '{global}' ? 'global_' : ''
-  if (deniedBy.startsWith('window:')) return `${prefix}requests_per_${limits.windows[Number(deniedBy.slice(7)) - 1]!.name}`
+  if (deniedBy.startsWith('window:'))
+    return `${prefix}requests_per_${limits.windows[Number(deniedBy.slice(7)) - 1]!.name}`
   if (deniedBy === 'tokens') return `${prefix}tokens_per_day`
   if (deniedBy === 'cost') return `${prefix}cost_per_day`
   return `${prefix}concurrent`

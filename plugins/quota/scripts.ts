@@ -30,7 +30,8 @@ function leasesOf(data: MemoryData, key: string): Leases {
 
 function windowsFrom(args: string[], offset: number): Array<{ period: number; limit: number }> {
   const windows = []
-  for (let i = offset; i + 1 < args.length; i += 2) windows.push({ period: Number(args[i]), limit: Number(args[i + 1]) })
+  for (let i = offset; i + 1 < args.length; i += 2)
+    windows.push({ period: Number(args[i]), limit: Number(args[i + 1]) })
   return windows
 }
 
@@ -139,7 +140,8 @@ export const settleScript = defineStoreScript<number>({
     if (refund > 0) {
       for (const { period, limit } of windowsFrom(args, 6)) {
         const tat = hash[`tat:${period}`]
-        if (limit > 0 && tat !== undefined) hash[`tat:${period}`] = Math.max(now, tat - (refund * period) / limit)
+        if (limit > 0 && tat !== undefined)
+          hash[`tat:${period}`] = Math.max(now, tat - (refund * period) / limit)
       }
     }
     return 1

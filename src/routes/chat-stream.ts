@@ -62,7 +62,11 @@ export async function* relayStream(
     if (exchange.isSettled || clientSignal.aborted) return
     const apiError = upstreamToApiError(error)
     if (!sawUsage) exchange.usage.completionTokens = streamedChunks
-    exchange.settle({ outcome: 'error', status: apiError.status, errorCode: apiError.code ?? 'upstream_error' })
+    exchange.settle({
+      outcome: 'error',
+      status: apiError.status,
+      errorCode: apiError.code ?? 'upstream_error',
+    })
     yield sse({ data: JSON.stringify(openAIErrorBody(apiError)) })
   } finally {
     if (!exchange.isSettled) {

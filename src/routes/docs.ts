@@ -59,7 +59,8 @@ export function docsRoutes({ version }: DocsOptions) {
               bearerAuth: {
                 type: 'http',
                 scheme: 'bearer',
-                description: 'A tollgate API key (`tg-...`) for /v1 routes, or the admin key for /admin routes.',
+                description:
+                  'A tollgate API key (`tg-...`) for /v1 routes, or the admin key for /admin routes.',
               },
             },
           },

@@ -78,7 +78,8 @@ export function healthRoutes({ checks, lifecycle, timeoutMs = 500 }: HealthOptio
       components[check.name] = result
       if (rank[result.status] > rank[status]) status = result.status
     })
-    if (lifecycle.draining) components.lifecycle = { status: 'unhealthy', latency_ms: null, message: 'draining' }
+    if (lifecycle.draining)
+      components.lifecycle = { status: 'unhealthy', latency_ms: null, message: 'draining' }
     return { status, components }
   }
 
@@ -93,7 +94,10 @@ export function healthRoutes({ checks, lifecycle, timeoutMs = 500 }: HealthOptio
       function startupProbe({ status }) {
         return lifecycle.started ? { status: 'started' } : status(503, { status: 'starting' })
       },
-      { response: { 200: Simple, 503: Simple }, detail: detail('Startup: config loaded, migrations applied') },
+      {
+        response: { 200: Simple, 503: Simple },
+        detail: detail('Startup: config loaded, migrations applied'),
+      },
     )
     .get(
       '/health/ready',
@@ -109,6 +113,9 @@ export function healthRoutes({ checks, lifecycle, timeoutMs = 500 }: HealthOptio
         const body = await report()
         return body.status === 'unhealthy' ? status(503, body) : body
       },
-      { response: { 200: Report, 503: Report }, detail: detail('Every component with status, latency and message') },
+      {
+        response: { 200: Report, 503: Report },
+        detail: detail('Every component with status, latency and message'),
+      },
     )
 }

@@ -83,7 +83,10 @@ export const ChatCompletionResponse = t.Object(
     ),
     usage: t.Optional(Usage),
   },
-  { ...open, description: 'A chat completion; with `stream: true` the answer is `text/event-stream` chunks.' },
+  {
+    ...open,
+    description: 'A chat completion; with `stream: true` the answer is `text/event-stream` chunks.',
+  },
 )
 
 const TextInput = t.String({ minLength: 1 })

@@ -64,8 +64,14 @@ function serveWith(exchange: Exchange, model: ModelConfig, price: Price) {
 
 function failExchange(exchange: Exchange, error: unknown, clientSignal: AbortSignal): ApiError {
   const apiError = upstreamToApiError(error)
-  if (clientSignal.aborted) exchange.settle({ outcome: 'cancelled', status: 499, errorCode: 'client_disconnected' })
-  else exchange.settle({ outcome: 'error', status: apiError.status, errorCode: apiError.code ?? 'upstream_error' })
+  if (clientSignal.aborted)
+    exchange.settle({ outcome: 'cancelled', status: 499, errorCode: 'client_disconnected' })
+  else
+    exchange.settle({
+      outcome: 'error',
+      status: apiError.status,
+      errorCode: apiError.code ?? 'upstream_error',
+    })
   return apiError
 }
 
@@ -73,7 +79,11 @@ function float32Base64(vector: number[]): string {
   return Buffer.from(new Float32Array(vector).buffer).toString('base64')
 }
 
-function encodeEmbeddings(response: WireEmbeddings, format: 'float' | 'base64', model: string): WireEmbeddings {
+function encodeEmbeddings(
+  response: WireEmbeddings,
+  format: 'float' | 'base64',
+  model: string,
+): WireEmbeddings {
   const data = response.data.map((item) => ({
     object: 'embedding' as const,
     index: item.index,
@@ -88,7 +98,9 @@ const security = [{ bearerAuth: [] }]
 
 export function openAIRoutes({ router, spine, auth, admission }: OpenAIRoutesOptions) {
   const prices = new Map(
-    router.list().map((model) => [model.name, model.pricing ? priceFromUsdPerMillion(model.pricing) : freePrice]),
+    router
+      .list()
+      .map((model) => [model.name, model.pricing ? priceFromUsdPerMillion(model.pricing) : freePrice]),
   )
   const priceOf = (model: ModelConfig) => prices.get(model.name) ?? freePrice
   return new Elysia({ name: 'tollgate/routes/openai' })
@@ -102,7 +114,10 @@ export function openAIRoutes({ router, spine, auth, admission }: OpenAIRoutesOpt
         serveWith(exchange, target.model, priceOf(target.model))
         exchange.stream = body.stream === true
         exchange.estimatedTokens = estimatePromptTokens(body)
-        Object.assign(set.headers, await admission.reserve(exchange, body.max_completion_tokens ?? body.max_tokens ?? null))
+        Object.assign(
+          set.headers,
+          await admission.reserve(exchange, body.max_completion_tokens ?? body.max_tokens ?? null),
+        )
         const upstream = upstreamController(request.signal)
         const upstreamRequest = { ...body, model: target.model.upstreamModel } as ChatRequest
         const context = { signal: upstream.signal, headers: { 'x-request-id': exchange.id } }
@@ -138,7 +153,10 @@ export function openAIRoutes({ router, spine, auth, admission }: OpenAIRoutesOpt
       {
         apiKey: true,
         body: ChatCompletionRequest,
-        response: { 200: t.Union([ChatCompletionResponse, ChatCompletionStreamFrame]), ...modelErrorResponses },
+        response: {
+          200: t.Union([ChatCompletionResponse, ChatCompletionStreamFrame]),
+          ...modelErrorResponses,
+        },
         detail: {
           summary: 'Create a chat completion',
           description:
@@ -158,7 +176,11 @@ export function openAIRoutes({ router, spine, auth, admission }: OpenAIRoutesOpt
         Object.assign(set.headers, await admission.reserve(exchange, 0))
         exchange.attempts = 1
         const upstream = upstreamController(request.signal)
-        const upstreamRequest: EmbeddingRequest = { ...body, model: target.model.upstreamModel, encoding_format: 'float' }
+        const upstreamRequest: EmbeddingRequest = {
+          ...body,
+          model: target.model.upstreamModel,
+          encoding_format: 'float',
+        }
         try {
           const response = await target.provider.embeddings(upstreamRequest, {
             signal: upstream.signal,
@@ -198,4 +220,3 @@ export function openAIRoutes({ router, spine, auth, admission }: OpenAIRoutesOpt
       },
     )
 }
-

@@ -11,11 +11,16 @@ export function upstreamToApiError(error: unknown): ApiError {
   if (!(error instanceof UpstreamError)) {
     return new ApiError({ status: 502, message: 'The upstream call failed.', code: 'upstream_error' })
   }
-  const retryAfter = error.retryAfterMs === null ? undefined : String(Math.max(1, Math.ceil(error.retryAfterMs / 1000)))
+  const retryAfter =
+    error.retryAfterMs === null ? undefined : String(Math.max(1, Math.ceil(error.retryAfterMs / 1000)))
   const headers: Record<string, string> = retryAfter ? { 'retry-after': retryAfter } : {}
   switch (error.kind) {
     case 'timeout':
-      return new ApiError({ status: 504, message: 'The upstream did not answer in time.', code: 'upstream_timeout' })
+      return new ApiError({
+        status: 504,
+        message: 'The upstream did not answer in time.',
+        code: 'upstream_timeout',
+      })
     case 'connection':
     case 'protocol':
       return new ApiError({

@@ -36,8 +36,13 @@ const UsageView = t.Object({
   }),
   concurrent: t.Object({ active: t.Integer(), limit: Limit }),
 })
-const Problem = t.Object({ type: t.String(), title: t.String(), status: t.Integer(), detail: t.String() }, { additionalProperties: true })
-const OpenAIError = t.Object({ error: t.Object({ message: t.String(), type: t.String() }, { additionalProperties: true }) })
+const Problem = t.Object(
+  { type: t.String(), title: t.String(), status: t.Integer(), detail: t.String() },
+  { additionalProperties: true },
+)
+const OpenAIError = t.Object({
+  error: t.Object({ message: t.String(), type: t.String() }, { additionalProperties: true }),
+})
 const KeyId = t.Object({ id: t.String({ format: 'uuid' }) })
 
 function usageView(principal: Principal, usage: ScopeUsage) {
@@ -108,7 +113,14 @@ export function usageRoutes({ spine, auth, keys, admission }: UsageRoutesOptions
         return {
           key_id: principal.keyId,
           user_id: principal.userId,
-          cleared: ['requests_per_minute', 'requests_per_hour', 'requests_per_day', 'tokens_per_day', 'cost_per_day', 'concurrent'],
+          cleared: [
+            'requests_per_minute',
+            'requests_per_hour',
+            'requests_per_day',
+            'tokens_per_day',
+            'cost_per_day',
+            'concurrent',
+          ],
           stores: cleared,
         }
       },
@@ -116,7 +128,12 @@ export function usageRoutes({ spine, auth, keys, admission }: UsageRoutesOptions
         admin: true,
         params: KeyId,
         response: {
-          200: t.Object({ key_id: t.String(), user_id: t.String(), cleared: t.Array(t.String()), stores: t.Array(t.String()) }),
+          200: t.Object({
+            key_id: t.String(),
+            user_id: t.String(),
+            cleared: t.Array(t.String()),
+            stores: t.Array(t.String()),
+          }),
           400: Problem,
           401: Problem,
           404: Problem,

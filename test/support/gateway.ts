@@ -26,7 +26,11 @@ export interface GatewayOptions extends RuntimeOverrides {
   file?: Record<string, unknown>
 }
 
-export async function startGateway({ env = {}, file = {}, ...overrides }: GatewayOptions = {}): Promise<Gateway> {
+export async function startGateway({
+  env = {},
+  file = {},
+  ...overrides
+}: GatewayOptions = {}): Promise<Gateway> {
   setLogLevel('silent')
   const config = buildConfig({ ADMIN_API_KEY: adminKey, DATA_DIR: tempDataDir(), ...env }, file)
   const runtime = await createRuntime(config, overrides)
@@ -46,7 +50,8 @@ export async function startGateway({ env = {}, file = {}, ...overrides }: Gatewa
         headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
         body: JSON.stringify({ user_id: user, name: 'test', tier }),
       })
-      if (response.status !== 201) throw new Error(`key creation failed: ${response.status} ${await response.text()}`)
+      if (response.status !== 201)
+        throw new Error(`key creation failed: ${response.status} ${await response.text()}`)
       return ((await response.json()) as { key: string }).key
     },
     async stop() {
