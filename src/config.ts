@@ -247,6 +247,6 @@ export function buildConfig(env: Env, rawFile: unknown = {}, source: string | nu
 
 /** Reads `TOLLGATE_CONFIG` (if set) and the environment. */
 export async function loadConfig(env: Env = process.env): Promise<Config> {
-  const path = env.TOLLGATE_CONFIG
+  const path = env.TOLLGATE_CONFIG || undefined
   return buildConfig(env, path ? await readConfigFile(path) : {}, path ?? null)
 }
