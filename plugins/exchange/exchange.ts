@@ -26,6 +26,15 @@ export type CacheStatus = 'HIT' | 'MISS' | 'BYPASS' | 'STALE' | 'NONE'
 export const settlePhases = ['quota', 'ledger', 'cache', 'metrics', 'trace'] as const
 export type SettlePhase = (typeof settlePhases)[number]
 
+/** A step of the pipeline (auth, quota, cache lookup, an upstream attempt), for tracing. */
+export interface Phase {
+  name: string
+  /** performance.now() at start and end. */
+  start: number
+  end: number
+  attributes: Record<string, string | number | boolean>
+}
+
 export type SettleListener = (exchange: Exchange) => void | Promise<void>
 
 export interface Settlement {
@@ -92,6 +101,10 @@ export class Exchange {
   fallbackSteps = 0
   firstTokenAt: number | null = null
   finishReasons: string[] = []
+  /** Pipeline steps in the order they ended; tracing turns them into child spans. */
+  readonly phases: Phase[] = []
+  /** Headers every upstream call carries (request id; `traceparent` when tracing is on). */
+  readonly upstreamHeaders: Record<string, string>
   /** Plugin-owned state keyed by plugin name (a quota reservation, a cache key...). */
   readonly notes = new Map<string, unknown>()
   settlement: Settlement | null = null
@@ -109,6 +122,7 @@ export class Exchange {
     this.path = init.path
     this.startedAt = init.startedAt ?? performance.now()
     this.startedAtDate = new Date()
+    this.upstreamHeaders = { 'x-request-id': init.id }
     this.settled = new Promise((resolve) => {
       this.resolveSettled = resolve
     })
@@ -124,6 +138,11 @@ export class Exchange {
 
   get ttftMs(): number | null {
     return this.firstTokenAt === null ? null : this.firstTokenAt - this.startedAt
+  }
+
+  /** Records a pipeline step that started at `start` (performance.now()) and ends now. */
+  recordPhase(name: string, start: number, attributes: Phase['attributes'] = {}): void {
+    this.phases.push({ name, start, end: performance.now(), attributes })
   }
 
   markFirstToken(): void {
