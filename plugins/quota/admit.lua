@@ -12,6 +12,8 @@
 -- of q requests per w ms admits a burst of q, then one request every w/q ms.
 --
 -- Every limit is checked before anything is written, so a denial leaves nothing reserved.
+-- When several limits deny, the reply names the one that frees last: Retry-After then tells
+-- the truth, instead of sending the client back into a limit already known to be full.
 -- Returns {admitted, denied_by, retry_after_ms, day, tokens_used, cost_used, concurrent_used,
 --          remaining_1, reset_ms_1, remaining_2, reset_ms_2, ...}.
 
@@ -55,7 +57,7 @@ for i = 1, window_count do
     if tat < now then tat = now end
     local new_tat = tat + weight * interval
     local allow_at = new_tat - period
-    if allow_at > now and denied_by == '' then
+    if allow_at - now > retry_after then
       denied_by = 'window:' .. i
       retry_after = allow_at - now
     end
@@ -70,21 +72,24 @@ for i = 1, window_count do
   end
 end
 
-if denied_by == '' and tokens_limit > 0 and tokens_used + tokens_reserve > tokens_limit then
+if tokens_limit > 0 and tokens_used + tokens_reserve > tokens_limit and until_midnight > retry_after then
   denied_by = 'tokens'
   retry_after = until_midnight
 end
-if denied_by == '' and cost_limit > 0 and cost_used + cost_reserve > cost_limit then
+if cost_limit > 0 and cost_used + cost_reserve > cost_limit and until_midnight > retry_after then
   denied_by = 'cost'
   retry_after = until_midnight
 end
 
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local concurrent_used = redis.call('ZCARD', KEYS[2])
-if denied_by == '' and concurrent_limit > 0 and concurrent_used >= concurrent_limit then
-  denied_by = 'concurrent'
+if concurrent_limit > 0 and concurrent_used >= concurrent_limit then
   local earliest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-  retry_after = math.min(1000, tonumber(earliest[2]) - now)
+  local wait = math.min(1000, tonumber(earliest[2]) - now)
+  if wait > retry_after then
+    denied_by = 'concurrent'
+    retry_after = wait
+  end
 end
 
 if denied_by == '' and not dry_run then

@@ -90,14 +90,14 @@ export class QuotaService {
     return (backend === 'store' ? this.options.store : this.local).run(script, keys, args)
   }
 
-  private chooseBackend(): Backend {
+  /** The store while it is available, else the configured fallback (`closed` included). */
+  private chooseBackend(): Backend | 'closed' {
     const healthy = this.options.store.available
     if (healthy !== !this.fallbackActive) {
       this.fallbackActive = !healthy
       this.options.onFallback(this.fallbackActive)
     }
-    if (healthy) return 'store'
-    return this.options.fallback === 'local' ? 'local' : 'open'
+    return healthy ? 'store' : this.options.fallback
   }
 
   get fallbackEngaged(): boolean {
@@ -112,10 +112,11 @@ export class QuotaService {
       this.options.leaseTtlMs,
       r.weight,
       limits.concurrent,
+      // Tokens and cost are counted even without a budget, so /v1/usage reports them.
       limits.tokensPerDay,
-      limits.tokensPerDay > 0 ? r.tokens : 0,
+      r.tokens,
       limits.costPerDayNano.toString(),
-      limits.costPerDayNano > 0n ? r.costNano.toString() : '0',
+      r.costNano.toString(),
       ...windowArgs(limits),
     ]
   }
@@ -129,7 +130,9 @@ export class QuotaService {
     const started = performance.now()
     const completionCap = maxTokens ?? this.options.defaultMaxTokens
     const request = {
-      leaseId: exchange.id,
+      // Not the request id: a client may send the same x-request-id twice, and one lease
+      // would then cover two requests (and the first to settle would free both).
+      leaseId: crypto.randomUUID(),
       weight: this.options.routeWeights[exchange.route] ?? 1,
       tokens: exchange.estimatedTokens + completionCap,
       costNano: costOf(exchange.price, {
@@ -139,69 +142,66 @@ export class QuotaService {
       }),
     }
     const scopes = this.scopesFor(exchange)
+    const admit = (backend: 'store' | 'local') =>
+      Promise.all(
+        scopes.map((limits) =>
+          this.runScript(
+            backend,
+            admitScript,
+            [hashKey(limits), leaseKey(limits)],
+            this.admitArgs(limits, request, false),
+          ),
+        ),
+      )
     let backend = this.chooseBackend()
+    let replies: AdmitReply[] | undefined
+    if (backend === 'store') {
+      try {
+        replies = await admit('store')
+      } catch {
+        // The store failed under this request: the fallback decides it, at once.
+        backend = this.options.fallback
+      }
+    }
+    if (backend === 'closed') {
+      this.options.onDecision({ limit: 'all', outcome: 'unavailable' }, (performance.now() - started) / 1000)
+      throw new ApiError({
+        status: 503,
+        message: 'Quota service unavailable; retry shortly.',
+        code: 'quota_unavailable',
+        headers: { 'retry-after': '1' },
+      })
+    }
     if (backend === 'open') {
       this.options.onDecision({ limit: 'all', outcome: 'fallback_open' }, 0)
       return {}
     }
-    let replies: AdmitReply[]
-    try {
-      replies = await Promise.all(
-        scopes.map((limits) =>
-          this.runScript(
-            backend,
-            admitScript,
-            [hashKey(limits), leaseKey(limits)],
-            this.admitArgs(limits, request, false),
-          ),
-        ),
-      )
-    } catch (error) {
-      if (backend !== 'store') throw error
-      backend = this.options.fallback === 'local' ? 'local' : 'open'
-      if (this.options.fallback === 'closed') {
-        this.options.onDecision(
-          { limit: 'all', outcome: 'unavailable' },
-          (performance.now() - started) / 1000,
-        )
-        throw new ApiError({
-          status: 503,
-          message: 'Quota service unavailable; retry shortly.',
-          code: 'quota_unavailable',
-          headers: { 'retry-after': '1' },
-        })
-      }
-      if (backend === 'open') return {}
-      replies = await Promise.all(
-        scopes.map((limits) =>
-          this.runScript(
-            backend,
-            admitScript,
-            [hashKey(limits), leaseKey(limits)],
-            this.admitArgs(limits, request, false),
-          ),
-        ),
-      )
-    }
+    const decidedOn = backend
+    const answers = replies ?? (await admit(decidedOn))
     const seconds = (performance.now() - started) / 1000
-    const deniedAt = replies.findIndex((reply) => reply[0] !== 1)
+    // Of several scopes that deny, the one that frees last, for an honest Retry-After.
+    let deniedAt = -1
+    answers.forEach((reply, i) => {
+      if (reply[0] !== 1 && (deniedAt < 0 || reply[2] > answers[deniedAt]![2])) deniedAt = i
+    })
     if (deniedAt >= 0) {
-      replies.forEach((reply, i) => {
-        if (reply[0] === 1) void this.release(backend, scopes[i]!, reply[3], request.leaseId, request, true)
+      answers.forEach((reply, i) => {
+        if (reply[0] === 1) void this.release(decidedOn, scopes[i]!, reply[3], request.leaseId, request, true)
       })
       const limits = scopes[deniedAt]!
-      const reply = replies[deniedAt]!
+      const reply = answers[deniedAt]!
       this.options.onDecision({ limit: deniedLimitName(limits, reply[1]), outcome: 'denied' }, seconds)
-      throw denial(limits, reply, windowStates(limits, replies[0]!))
+      // The headers always describe the caller's own windows, whichever scope denied.
+      throw denial(limits, reply, windowStates(scopes[0]!, answers[0]!))
     }
     this.options.onDecision({ limit: 'all', outcome: 'admitted' }, seconds)
     const reservation: Reservation = {
       ...request,
-      backend,
-      scopes: scopes.map((limits, i) => ({ limits, day: replies[i]![3] })),
+      backend: decidedOn,
+      scopes: scopes.map((limits, i) => ({ limits, day: answers[i]![3] })),
     }
     exchange.notes.set(note, reservation)
-    return rateLimitHeaders(windowStates(scopes[0]!, replies[0]!))
+    return rateLimitHeaders(windowStates(scopes[0]!, answers[0]!))
   }
 
   private release(
@@ -217,8 +217,8 @@ export class QuotaService {
       this.nowArg(),
       limits.concurrent > 0 ? leaseId : '',
       day,
-      limits.tokensPerDay > 0 ? actual.tokens - used.tokens : 0,
-      limits.costPerDayNano > 0n ? (actual.costNano - used.costNano).toString() : '0',
+      actual.tokens - used.tokens,
+      (actual.costNano - used.costNano).toString(),
       refundRequests ? used.weight : 0,
       ...windowArgs(limits),
     ]

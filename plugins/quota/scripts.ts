@@ -67,7 +67,7 @@ export const admitScript = defineStoreScript<AdmitReply>({
       const tat = Math.max(fields[`tat:${period}`] ?? now, now)
       const newTat = tat + weight * interval
       const allowAt = newTat - period
-      if (allowAt > now && deniedBy === '') {
+      if (allowAt - now > retryAfter) {
         deniedBy = `window:${i + 1}`
         retryAfter = allowAt - now
       }
@@ -75,20 +75,23 @@ export const admitScript = defineStoreScript<AdmitReply>({
       newTats[i] = newTat
       replyWindows.push(Math.max(0, Math.floor((period - (after - now)) / interval)), Math.ceil(after - now))
     })
-    if (deniedBy === '' && tokensLimit > 0 && tokensUsed + tokensReserve > tokensLimit) {
+    if (tokensLimit > 0 && tokensUsed + tokensReserve > tokensLimit && untilMidnight > retryAfter) {
       deniedBy = 'tokens'
       retryAfter = untilMidnight
     }
-    if (deniedBy === '' && costLimit > 0 && costUsed + costReserve > costLimit) {
+    if (costLimit > 0 && costUsed + costReserve > costLimit && untilMidnight > retryAfter) {
       deniedBy = 'cost'
       retryAfter = untilMidnight
     }
     const leases = leasesOf(data, leaseKey!)
     for (const [id, expiresAt] of leases) if (expiresAt <= now) leases.delete(id)
     let concurrentUsed = leases.size
-    if (deniedBy === '' && concurrentLimit > 0 && concurrentUsed >= concurrentLimit) {
-      deniedBy = 'concurrent'
-      retryAfter = Math.min(1000, Math.min(...leases.values()) - now)
+    if (concurrentLimit > 0 && concurrentUsed >= concurrentLimit) {
+      const wait = Math.min(1000, Math.min(...leases.values()) - now)
+      if (wait > retryAfter) {
+        deniedBy = 'concurrent'
+        retryAfter = wait
+      }
     }
     if (deniedBy === '' && !dryRun) {
       const hash = hashOf(data, hashKey!)
