@@ -5,6 +5,7 @@
 import { Elysia } from 'elysia'
 import pkg from '../package.json'
 import { ApiKeys, auth, authAdmin } from '../plugins/auth'
+import { cost, costAdmin } from '../plugins/cost'
 import { exchange } from '../plugins/exchange'
 import { quota } from '../plugins/quota'
 import { log } from './log'
@@ -75,15 +76,28 @@ export function createApp(
       log.warn(active ? 'quota fallback engaged' : 'quota enforcement back on the store'),
   })
   const admission = quotas.decorator.quota
+  const costs = cost({
+    db: database.db,
+    hub: settlements,
+    ...config.ledger,
+    log,
+    now: runtime.clock ?? Date.now,
+  })
+  const ledger = costs.decorator.ledger
   return new Elysia({ name: 'tollgate' })
     .use(spine)
     .use(quotas)
+    .use(costs)
     .use(docsRoutes({ version: pkg.version }))
-    .use(healthRoutes({ checks: dependencyChecks(runtime), lifecycle }))
+    .use(healthRoutes({ checks: [...dependencyChecks(runtime), ledger.healthCheck()], lifecycle }))
     .use(openAIRoutes({ router, spine, auth: keyAuth, admission }))
-    .use(usageRoutes({ spine, auth: keyAuth, keys, admission }))
+    .use(usageRoutes({ spine, auth: keyAuth, keys, admission, ledger }))
     .group('/admin', (admin) =>
-      admin.use(authAdmin({ keys, adminApiKey: config.adminApiKey, tiers: Object.keys(config.tiers) })),
+      admin
+        .use(authAdmin({ keys, adminApiKey: config.adminApiKey, tiers: Object.keys(config.tiers) }))
+        .guard({ admin: true }, (guarded) =>
+          guarded.use(costAdmin({ ledger, now: runtime.clock ?? Date.now })),
+        ),
     )
 }
 

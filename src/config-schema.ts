@@ -102,6 +102,22 @@ export const ConfigFileSchema = T.Object(
         { additionalProperties: false },
       ),
     ),
+    ledger: T.Optional(
+      T.Object(
+        {
+          flush_interval_ms: T.Optional(PositiveInt),
+          batch_size: T.Optional(T.Integer({ minimum: 1, maximum: 10_000 })),
+          max_backlog: T.Optional(PositiveInt),
+          overflow: T.Optional(T.Union([T.Literal('reject'), T.Literal('drop')])),
+          retry_initial_ms: T.Optional(PositiveInt),
+          retry_max_ms: T.Optional(PositiveInt),
+          shutdown_timeout_ms: T.Optional(T.Integer({ minimum: 0 })),
+          spill_dir: T.Optional(Nullable(T.String({ minLength: 1 }))),
+          budget_refresh_ms: T.Optional(PositiveInt),
+        },
+        { additionalProperties: false },
+      ),
+    ),
   },
   { additionalProperties: false },
 )

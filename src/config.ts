@@ -46,6 +46,18 @@ export interface Config {
     leaseTtlMs: number
     refundRequestsOnError: boolean
   }
+  ledger: {
+    flushIntervalMs: number
+    batchSize: number
+    maxBacklog: number
+    overflow: 'reject' | 'drop'
+    retryInitialMs: number
+    retryMaxMs: number
+    shutdownTimeoutMs: number
+    /** Where events unwritten at shutdown go; null: only logged. */
+    spillDir: string | null
+    budgetRefreshMs: number
+  }
   /** Where the file came from, for the startup log. */
   source: string | null
 }
@@ -195,6 +207,21 @@ function resolveProviders(file: ConfigFile, env: Env): Config['providers'] {
   return providers
 }
 
+function resolveLedger(file: ConfigFile, dataDir: string): Config['ledger'] {
+  const ledger = file.ledger ?? {}
+  return {
+    flushIntervalMs: ledger.flush_interval_ms ?? 250,
+    batchSize: ledger.batch_size ?? 1000,
+    maxBacklog: ledger.max_backlog ?? 100_000,
+    overflow: ledger.overflow ?? 'reject',
+    retryInitialMs: ledger.retry_initial_ms ?? 100,
+    retryMaxMs: ledger.retry_max_ms ?? 5_000,
+    shutdownTimeoutMs: ledger.shutdown_timeout_ms ?? 10_000,
+    spillDir: ledger.spill_dir === undefined ? `${dataDir}/ledger-spill` : ledger.spill_dir,
+    budgetRefreshMs: ledger.budget_refresh_ms ?? 5_000,
+  }
+}
+
 /** Builds the Config from an environment and an already-parsed config file. */
 export function buildConfig(env: Env, rawFile: unknown = {}, source: string | null = null): Config {
   const file = checkFile(rawFile)
@@ -207,6 +234,7 @@ export function buildConfig(env: Env, rawFile: unknown = {}, source: string | nu
   if (adminApiKey && adminApiKey.length < 16)
     throw new ConfigError('ADMIN_API_KEY: must be at least 16 characters')
   const providers = resolveProviders(file, env)
+  const dataDir = env.DATA_DIR || './.data'
   const tiers: Record<string, TierLimits> = { ...defaultTiers }
   for (const [name, limits] of Object.entries(file.tiers ?? {})) {
     tiers[name] = { ...(defaultTiers[name] ?? defaultTiers.free!), ...limits }
@@ -227,7 +255,7 @@ export function buildConfig(env: Env, rawFile: unknown = {}, source: string | nu
         .map((node) => node.trim())
         .filter(Boolean),
     },
-    database: { url: env.DATABASE_URL || null, dataDir: env.DATA_DIR || './.data' },
+    database: { url: env.DATABASE_URL || null, dataDir },
     adminApiKey,
     auth: { keyCacheTtlMs: file.auth?.key_cache_ttl_ms ?? 5_000 },
     providers,
@@ -241,6 +269,7 @@ export function buildConfig(env: Env, rawFile: unknown = {}, source: string | nu
       leaseTtlMs: file.quota?.lease_ttl_ms ?? 600_000,
       refundRequestsOnError: file.quota?.refund_requests_on_error ?? false,
     },
+    ledger: resolveLedger(file, dataDir),
     source,
   }
 }

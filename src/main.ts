@@ -1,7 +1,8 @@
 /**
  * Process entry: config -> runtime -> listen -> graceful shutdown. An invalid config stops
  * here with the field and the problem; SIGTERM drains (readiness fails first, in-flight
- * requests and streams finish up to the grace period) before Redis and the database close.
+ * requests and streams finish up to the grace period), the cost ledger flushes, and then Redis
+ * and the database close.
  */
 import { createDevelopmentKey } from '../plugins/auth'
 import { createApp } from './app'
@@ -56,6 +57,8 @@ async function main(): Promise<void> {
       log.warn('grace period over: closing remaining connections')
       await server.stop(true)
     }
+    // Every request has settled by now: write the last ledger batches while the database is open.
+    await app.decorator.ledger.close()
     await runtime.close()
     log.info('stopped')
     process.exit(0)

@@ -9,6 +9,13 @@ import { apiKeys } from '../db/schema'
 import { createDevelopmentKey, hashKey, KeyStore } from '../plugins/auth'
 import { freshPostgresDatabase, openTestDatabase, type TestDatabase } from './support/db'
 
+/** Every migration drizzle-kit generated, each applied exactly once. */
+const migrations = (
+  (await Bun.file(new URL('../db/migrations/meta/_journal.json', import.meta.url)).json()) as {
+    entries: unknown[]
+  }
+).entries.length
+
 for (const kind of ['postgres', 'pglite'] as const) {
   describe(`database on ${kind}`, () => {
     let test_: TestDatabase
@@ -121,7 +128,7 @@ for (const kind of ['postgres', 'pglite'] as const) {
       try {
         expect(
           await queryRows(reopened.db, sql`select count(*)::int as n from drizzle.__drizzle_migrations`),
-        ).toEqual([{ n: 1 }])
+        ).toEqual([{ n: migrations }])
         expect(await new KeyStore(reopened.db).get(record.id)).toEqual(record)
       } finally {
         if (kind === 'pglite') test_.database = reopened
@@ -138,7 +145,7 @@ describe('opening Postgres', () => {
       const opened = await Promise.all([1, 2, 3].map(() => openDatabase({ url: throwaway.url, dataDir: '' })))
       expect(
         await queryRows(opened[0]!.db, sql`select count(*)::int as n from drizzle.__drizzle_migrations`),
-      ).toEqual([{ n: 1 }])
+      ).toEqual([{ n: migrations }])
       await Promise.all(opened.map((database) => database.close()))
     } finally {
       await throwaway.drop()

@@ -1,10 +1,12 @@
 /**
  * What a caller has used and has left: every request window (limit, used, remaining,
- * reset), today's tokens and cost against their budgets, and concurrency. The same view
- * for any key under /admin, and a reset of a key's limits.
+ * reset), today's tokens and cost against their budgets, and concurrency; and from the cost
+ * ledger, what the user spent today and this month with the month-end projection. The same
+ * view for any key under /admin, and a reset of a key's limits.
  */
 import { Elysia, t } from 'elysia'
 import type { ApiKeys, auth } from '../../plugins/auth'
+import { amount, type Ledger, monthOf, projectMonth } from '../../plugins/cost'
 import { ApiError, type exchange as exchangePlugin, formatUsd, type Principal } from '../../plugins/exchange'
 import type { QuotaService, ScopeUsage } from '../../plugins/quota'
 
@@ -13,6 +15,8 @@ export interface UsageRoutesOptions {
   auth: ReturnType<typeof auth>
   keys: ApiKeys
   admission: QuotaService
+  /** The cost ledger, for spend today, month to date and the projection. */
+  ledger: Ledger
 }
 
 const Limit = t.Union([t.Integer(), t.Null()], { description: 'null: unlimited' })
@@ -35,6 +39,25 @@ const UsageView = t.Object({
     limit_usd: t.Union([t.String(), t.Null()]),
   }),
   concurrent: t.Object({ active: t.Integer(), limit: Limit }),
+  spend: t.Object(
+    {
+      source: t.Literal('ledger'),
+      month: t.String({ description: 'UTC calendar month, YYYY-MM' }),
+      today_usd: t.String(),
+      today_nano_usd: t.String(),
+      month_to_date_usd: t.String(),
+      month_to_date_nano_usd: t.String(),
+      projected_month_usd: t.String(),
+      projected_month_nano_usd: t.String(),
+      projection_method: t.Literal('month_to_date / elapsed_days * days_in_month'),
+      elapsed_days: t.Integer({ description: 'Days of the month so far, today included' }),
+      days_in_month: t.Integer(),
+    },
+    {
+      description:
+        "The user's settled spend (every key of the user) per the cost ledger; a request appears once its batch is written (within the flush interval).",
+    },
+  ),
 })
 const Problem = t.Object(
   { type: t.String(), title: t.String(), status: t.Integer(), detail: t.String() },
@@ -45,7 +68,26 @@ const OpenAIError = t.Object({
 })
 const KeyId = t.Object({ id: t.String({ format: 'uuid' }) })
 
-function usageView(principal: Principal, usage: ScopeUsage) {
+async function spendView(ledger: Ledger, userId: string, now: number) {
+  const month = monthOf(now)
+  const spent = await ledger.reports.userSpend(userId, month.firstDay, month.today)
+  const projected = projectMonth(spent.month, month)
+  return {
+    source: 'ledger' as const,
+    month: month.month,
+    today_usd: amount(spent.today).usd,
+    today_nano_usd: amount(spent.today).nano_usd,
+    month_to_date_usd: amount(spent.month).usd,
+    month_to_date_nano_usd: amount(spent.month).nano_usd,
+    projected_month_usd: amount(projected).usd,
+    projected_month_nano_usd: amount(projected).nano_usd,
+    projection_method: 'month_to_date / elapsed_days * days_in_month' as const,
+    elapsed_days: month.elapsedDays,
+    days_in_month: month.daysInMonth,
+  }
+}
+
+async function usageView(principal: Principal, usage: ScopeUsage, ledger: Ledger) {
   const now = Date.now()
   return {
     user_id: principal.userId,
@@ -68,10 +110,11 @@ function usageView(principal: Principal, usage: ScopeUsage) {
       limit_usd: usage.limits.costPerDayNano > 0n ? formatUsd(usage.limits.costPerDayNano) : null,
     },
     concurrent: { active: usage.concurrentUsed, limit: usage.limits.concurrent || null },
+    spend: await spendView(ledger, principal.userId, now),
   }
 }
 
-export function usageRoutes({ spine, auth, keys, admission }: UsageRoutesOptions) {
+export function usageRoutes({ spine, auth, keys, admission, ledger }: UsageRoutesOptions) {
   async function principalOfKey(id: string): Promise<Principal> {
     const record = await keys.get(id)
     if (!record) throw new ApiError({ status: 404, message: `No key with id ${id}.`, code: 'key_not_found' })
@@ -84,7 +127,7 @@ export function usageRoutes({ spine, auth, keys, admission }: UsageRoutesOptions
     .get(
       '/v1/usage',
       async function callerUsage({ principal }) {
-        return usageView(principal, await admission.usage(principal))
+        return usageView(principal, await admission.usage(principal), ledger)
       },
       {
         apiKey: true,
@@ -96,7 +139,7 @@ export function usageRoutes({ spine, auth, keys, admission }: UsageRoutesOptions
       '/admin/keys/:id/usage',
       async function keyUsage({ params }) {
         const principal = await principalOfKey(params.id)
-        return usageView(principal, await admission.usage(principal))
+        return usageView(principal, await admission.usage(principal), ledger)
       },
       {
         admin: true,

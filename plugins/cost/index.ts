@@ -1,0 +1,173 @@
+/**
+ * Cost accounting, the only door into plugins/cost: an exact usage ledger written behind the
+ * request path (one row per settled model request, daily rollups in the same transaction),
+ * monthly budgets per user and per key (enforced by the quota plugin's reservation, which
+ * reads them from the Exchange), cost reports, and the ledger's health and counters.
+ */
+import { Elysia } from 'elysia'
+import type { Db } from '../../db/client'
+import { ApiError, Exchange, type SettlementHub } from '../exchange'
+import { monthlyBudgetNote } from './budgets'
+import { clientIdNote, Ledger, type LedgerLog } from './ledger'
+import type { LedgerSink } from './sink'
+import type { OverflowPolicy } from './writer'
+
+export type { CostAdminOptions } from './admin-routes'
+export { costAdmin } from './admin-routes'
+export type { MonthlyBudget } from './budgets'
+export { keyBudgetField, monthlyBudgetNote } from './budgets'
+export type { MonthView } from './calendar'
+export { amount, monthOf, projectMonth } from './calendar'
+export type { EventRow } from './events'
+export type { LedgerHealthCheck, LedgerLog, LedgerStats } from './ledger'
+export { Ledger } from './ledger'
+export type { DayRange, Figures } from './reports'
+export { reportQueries } from './reports'
+export type { LedgerSink } from './sink'
+export { postgresSink } from './sink'
+export type { OverflowPolicy, WriterStats } from './writer'
+
+export interface CostOptions {
+  /** The database holding the ledger tables (either driver). */
+  db: Db
+  /** The settlement hub; the ledger subscribes to its `ledger` phase. */
+  hub: SettlementHub
+  /**
+   * Longest a settled request waits before its batch is written, in ms.
+   * @default 250
+   */
+  flushIntervalMs?: number
+  /**
+   * Events per batch; a full batch is written at once.
+   * @default 1000
+   */
+  batchSize?: number
+  /**
+   * Events held in memory while the database cannot take them.
+   * @default 100000
+   */
+  maxBacklog?: number
+  /**
+   * Beyond `maxBacklog`: `reject` refuses new model requests (503) so that every admitted
+   * request is recorded; `drop` keeps serving and discards new events, counting them.
+   * @default 'reject'
+   */
+  overflow?: OverflowPolicy
+  /**
+   * First retry delay after a failed write, in ms; doubles up to `retryMaxMs`.
+   * @default 100
+   */
+  retryInitialMs?: number
+  /** @default 5000 */
+  retryMaxMs?: number
+  /**
+   * How long close() keeps trying to write the backlog before spilling it, in ms.
+   * @default 10000
+   */
+  shutdownTimeoutMs?: number
+  /**
+   * Folder for events still unwritten at the end of a shutdown; written at the next start.
+   * null: such events are only logged.
+   * @default null
+   */
+  spillDir?: string | null
+  /**
+   * How often the budget book is re-read from the database, in ms: the bound on how long a
+   * budget change takes to reach other instances.
+   * @default 5000
+   */
+  budgetRefreshMs?: number
+  /**
+   * Paths of the model routes, refused while the backlog is full under `reject`.
+   * @default ['/v1/chat/completions', '/v1/embeddings']
+   */
+  modelRoutes?: readonly string[]
+  /**
+   * Where operator-facing events go (backlog full, flush failures, spills).
+   * @default console
+   */
+  log?: LedgerLog
+  /**
+   * Clock in epoch ms, for budget months.
+   * @default Date.now
+   */
+  now?: () => number
+  /**
+   * Wraps the database writer: benchmarks add latency, tests inject failures.
+   * @default identity
+   */
+  wrapSink?: (sink: LedgerSink) => LedgerSink
+  /**
+   * Called after every successful flush, for metrics.
+   * @default () => {}
+   */
+  onFlush?: (flush: { events: number; inserted: number; ms: number }) => void
+}
+
+export function cost({
+  db,
+  hub,
+  flushIntervalMs = 250,
+  batchSize = 1000,
+  maxBacklog = 100_000,
+  overflow = 'reject',
+  retryInitialMs = 100,
+  retryMaxMs = 5_000,
+  shutdownTimeoutMs = 10_000,
+  spillDir = null,
+  budgetRefreshMs = 5_000,
+  modelRoutes = ['/v1/chat/completions', '/v1/embeddings'],
+  log = console,
+  now = Date.now,
+  wrapSink = (sink) => sink,
+  onFlush = () => {},
+}: CostOptions) {
+  const ledger = new Ledger({
+    db,
+    log,
+    now,
+    wrapSink,
+    onFlush,
+    flushIntervalMs,
+    batchSize,
+    maxBacklog,
+    overflow,
+    retryInitialMs,
+    retryMaxMs,
+    shutdownTimeoutMs,
+    spillDir,
+    budgetRefreshMs,
+  })
+  void ledger.start()
+  hub.subscribe('ledger', function recordInLedger(exchange) {
+    ledger.record(exchange)
+  })
+  const guarded = new Set(modelRoutes)
+  const backlogFull = new ApiError({
+    status: 503,
+    message: 'Usage accounting is catching up; retry shortly.',
+    code: 'ledger_backlog_full',
+    headers: { 'retry-after': '5' },
+  })
+
+  return new Elysia({ name: 'tollgate/cost', seed: ledger.id })
+    .decorate('ledger', ledger)
+    .onBeforeHandle({ as: 'global' }, function prepareLedger(context) {
+      // Runs after auth (a transform hook) and before the route reserves quota.
+      const { exchange } = context as { exchange?: unknown }
+      if (!(exchange instanceof Exchange) || exchange.principal === null) return
+      exchange.notes.set(monthlyBudgetNote, ledger.budgets.of(exchange.principal))
+      if (context.request.headers.get('x-request-id') === exchange.id) exchange.notes.set(clientIdNote, true)
+      if (!guarded.has(exchange.path)) return
+      if (ledger.refusing) throw backlogFull
+      ledger.track(exchange)
+    })
+    .onAfterResponse({ as: 'global' }, function releaseUnsettled(context) {
+      const { exchange, code } = context as { exchange?: unknown; code?: unknown }
+      // An error answer without a settlement (a 429, an unknown model) never settles later.
+      if (exchange instanceof Exchange && code !== undefined) ledger.untrack(exchange)
+    })
+    .onStop(function closeLedger() {
+      return ledger.close()
+    })
+}
