@@ -6,6 +6,8 @@
 -- ARGV: now_ms ('' = the Redis server's TIME, one clock for every instance), dry_run (1 = peek),
 -- lease_id, lease_ttl_ms, weight, concurrent_limit, tokens_limit, tokens_reserve,
 -- cost_limit, cost_reserve, then (period_ms, limit) per request window. A limit of 0 is unlimited.
+-- Then, for a user scope with monthly budgets (the cost plugin's), optionally: the literal
+-- 'month', key_id, user_month_limit, key_month_limit, month_reserve, user_month_seed, key_month_seed.
 --
 -- Request windows use GCRA: one arrival time per window, exact (no approximation at window
 -- edges, unlike a sliding-window counter), and the retry time it gives is exact too. A window
@@ -14,8 +16,17 @@
 -- Every limit is checked before anything is written, so a denial leaves nothing reserved.
 -- When several limits deny, the reply names the one that frees last: Retry-After then tells
 -- the truth, instead of sending the client back into a limit already known to be full.
+--
+-- Monthly budgets are UTC calendar months, derived here from the same `now` as the day, so
+-- both roll over at the same instant on every instance. A month's spend is the field
+-- `cost:m:<yyyymm>` (and `cost:m:<yyyymm>:k:<key_id>` per key). A missing field starts from
+-- the seed, the ledger's month-to-date spend, so a budget set mid-month, or a Redis that lost
+-- its data, still counts what was already spent. An admitted request without a budget removes
+-- its month fields, so a budget set again later starts from the ledger, not from a counter
+-- that stopped counting in between.
 -- Returns {admitted, denied_by, retry_after_ms, day, tokens_used, cost_used, concurrent_used,
---          remaining_1, reset_ms_1, remaining_2, reset_ms_2, ...}.
+--          remaining_1, reset_ms_1, remaining_2, reset_ms_2, ...}, then with a month section
+--          month (yyyymm), user_month_used, key_month_used.
 
 local now
 if ARGV[1] == '' then
@@ -47,7 +58,32 @@ local retry_after = 0
 local reply_windows = {}
 local new_tats = {}
 
-local window_count = (#ARGV - 10) / 2
+-- UTC year and month of a day number, and the day number the next month starts on (the
+-- civil-from-days conversion of Howard Hinnant's date algorithms: Lua has no calendar).
+local function month_of(day_number)
+  local z = day_number + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local day_of_month = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  local lengths = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
+  local length = lengths[m]
+  if m == 2 and ((y % 4 == 0 and y % 100 ~= 0) or y % 400 == 0) then length = 29 end
+  return y * 100 + m, day_number - day_of_month + 1 + length
+end
+
+local month_at = #ARGV + 1
+for i = 11, #ARGV, 2 do
+  if ARGV[i] == 'month' then
+    month_at = i
+    break
+  end
+end
+local window_count = (month_at - 11) / 2
 for i = 1, window_count do
   local period = tonumber(ARGV[9 + i * 2])
   local limit = tonumber(ARGV[10 + i * 2])
@@ -81,6 +117,31 @@ if cost_limit > 0 and cost_used + cost_reserve > cost_limit and until_midnight >
   retry_after = until_midnight
 end
 
+local month, user_month_field, key_month_field
+local user_month_limit, key_month_limit, month_reserve = 0, 0, 0
+local user_month_used, key_month_used = 0, 0
+if month_at <= #ARGV then
+  local next_month_day
+  month, next_month_day = month_of(day)
+  user_month_field = 'cost:m:' .. month
+  key_month_field = user_month_field .. ':k:' .. ARGV[month_at + 1]
+  user_month_limit = tonumber(ARGV[month_at + 2])
+  key_month_limit = tonumber(ARGV[month_at + 3])
+  month_reserve = tonumber(ARGV[month_at + 4])
+  local spent = redis.call('HMGET', KEYS[1], user_month_field, key_month_field)
+  if user_month_limit > 0 then user_month_used = tonumber(spent[1]) or tonumber(ARGV[month_at + 5]) end
+  if key_month_limit > 0 then key_month_used = tonumber(spent[2]) or tonumber(ARGV[month_at + 6]) end
+  local until_month_end = next_month_day * 86400000 - now
+  if user_month_limit > 0 and user_month_used + month_reserve > user_month_limit and until_month_end > retry_after then
+    denied_by = 'month_cost'
+    retry_after = until_month_end
+  end
+  if key_month_limit > 0 and key_month_used + month_reserve > key_month_limit and until_month_end > retry_after then
+    denied_by = 'key_month_cost'
+    retry_after = until_month_end
+  end
+end
+
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local concurrent_used = redis.call('ZCARD', KEYS[2])
 if concurrent_limit > 0 and concurrent_used >= concurrent_limit then
@@ -102,6 +163,20 @@ if denied_by == '' and not dry_run then
   tokens_used = tokens_used + tokens_reserve
   cost_used = cost_used + cost_reserve
   redis.call('HSET', KEYS[1], 'day', day, tokens_field, tokens_used, cost_field, cost_used)
+  if month then
+    if user_month_limit > 0 then
+      user_month_used = user_month_used + month_reserve
+      redis.call('HSET', KEYS[1], user_month_field, user_month_used)
+    else
+      redis.call('HDEL', KEYS[1], user_month_field)
+    end
+    if key_month_limit > 0 then
+      key_month_used = key_month_used + month_reserve
+      redis.call('HSET', KEYS[1], key_month_field, key_month_used)
+    else
+      redis.call('HDEL', KEYS[1], key_month_field)
+    end
+  end
   redis.call('PEXPIRE', KEYS[1], 172800000)
   if concurrent_limit > 0 then
     redis.call('ZADD', KEYS[2], now + lease_ttl, lease_id)
@@ -114,4 +189,9 @@ local admitted = 0
 if denied_by == '' then admitted = 1 end
 local reply = { admitted, denied_by, math.ceil(retry_after), day, tokens_used, cost_used, concurrent_used }
 for i = 1, #reply_windows do reply[#reply + 1] = reply_windows[i] end
+if month then
+  reply[#reply + 1] = month
+  reply[#reply + 1] = user_month_used
+  reply[#reply + 1] = key_month_used
+end
 return reply

@@ -79,3 +79,65 @@ export function windowArgs(limits: ScopeLimits): number[] {
 
 export const hashKey = (limits: ScopeLimits) => `${limits.scope}:q`
 export const leaseKey = (limits: ScopeLimits) => `${limits.scope}:leases`
+
+/**
+ * Monthly budgets of one request in nano-USD (0: none), attached to its Exchange under
+ * `monthlyBudgetNote` before admission by the plugin that owns them (plugins/cost); this
+ * plugin only enforces them, in the user scope's script. The seeds are the month-to-date
+ * spend the owner knows, to start a missing counter from.
+ */
+export interface MonthlyBudget {
+  userLimitNano: bigint
+  userSeedNano: bigint
+  keyLimitNano: bigint
+  keySeedNano: bigint
+}
+
+export const monthlyBudgetNote = 'monthly-budget'
+
+/** What a user-scope reservation holds on the monthly counters, for settlement. */
+export interface MonthReservation {
+  /** yyyymm of the reservation, so a request crossing month-end settles into its own month. */
+  month: number
+  keyId: string
+  user: boolean
+  key: boolean
+  reserveNano: bigint
+}
+
+/** The month section of admit.lua's arguments. */
+export function monthAdmitArgs(keyId: string, budget: MonthlyBudget, reserveNano: bigint): string[] {
+  const budgeted = budget.userLimitNano > 0n || budget.keyLimitNano > 0n
+  return [
+    'month',
+    keyId,
+    budget.userLimitNano.toString(),
+    budget.keyLimitNano.toString(),
+    budgeted ? reserveNano.toString() : '0',
+    budget.userSeedNano.toString(),
+    budget.keySeedNano.toString(),
+  ]
+}
+
+/** The month section of settle.lua's arguments: actual cost replaces the reservation. */
+export function monthSettleArgs(reservation: MonthReservation, actualNano: bigint): Array<string | number> {
+  const delta = (actualNano - reservation.reserveNano).toString()
+  return [
+    'month',
+    reservation.month,
+    reservation.keyId,
+    reservation.user ? delta : '0',
+    reservation.key ? delta : '0',
+  ]
+}
+
+/** The month fields admit.lua appends after the windows of a reply with a month section. */
+export function monthReply(
+  limits: ScopeLimits,
+  reply: readonly unknown[],
+): { month: number; userUsedNano: bigint; keyUsedNano: bigint } | null {
+  const at = 7 + limits.windows.length * 2
+  if (reply.length < at + 3) return null
+  const nano = (value: unknown) => BigInt(Math.round(Number(value)))
+  return { month: Number(reply[at]), userUsedNano: nano(reply[at + 1]), keyUsedNano: nano(reply[at + 2]) }
+}

@@ -15,6 +15,12 @@ import {
   globalLimits,
   hashKey,
   leaseKey,
+  type MonthlyBudget,
+  type MonthReservation,
+  monthAdmitArgs,
+  monthlyBudgetNote,
+  monthReply,
+  monthSettleArgs,
   type ScopeLimits,
   type TierLimits,
   userLimits,
@@ -47,6 +53,8 @@ export interface QuotaServiceOptions {
 interface ScopeReservation {
   limits: ScopeLimits
   day: number
+  /** The user scope's hold on monthly budget counters, when the request has budgets. */
+  month?: MonthReservation
 }
 
 export interface Reservation {
@@ -64,6 +72,8 @@ export interface ScopeUsage {
   tokensUsed: number
   costUsedNano: bigint
   concurrentUsed: number
+  /** Monthly budget counters (reservations included), when budgets were given. */
+  month: { month: number; userUsedNano: bigint; keyUsedNano: bigint } | null
 }
 
 const note = 'quota'
@@ -104,7 +114,12 @@ export class QuotaService {
     return this.fallbackActive
   }
 
-  private admitArgs(limits: ScopeLimits, r: Omit<Reservation, 'scopes' | 'backend'>, dryRun: boolean) {
+  private admitArgs(
+    limits: ScopeLimits,
+    r: Omit<Reservation, 'scopes' | 'backend'>,
+    dryRun: boolean,
+    month: string[] = [],
+  ) {
     return [
       this.nowArg(),
       dryRun ? '1' : '0',
@@ -118,6 +133,7 @@ export class QuotaService {
       limits.costPerDayNano.toString(),
       r.costNano.toString(),
       ...windowArgs(limits),
+      ...month,
     ]
   }
 
@@ -142,14 +158,18 @@ export class QuotaService {
       }),
     }
     const scopes = this.scopesFor(exchange)
+    // Monthly budgets belong to the user scope (scopes[0]); the cost plugin attaches them.
+    const budget = exchange.notes.get(monthlyBudgetNote) as MonthlyBudget | undefined
+    const keyId = exchange.principal!.keyId
+    const month = budget ? monthAdmitArgs(keyId, budget, request.costNano) : []
     const admit = (backend: 'store' | 'local') =>
       Promise.all(
-        scopes.map((limits) =>
+        scopes.map((limits, i) =>
           this.runScript(
             backend,
             admitScript,
             [hashKey(limits), leaseKey(limits)],
-            this.admitArgs(limits, request, false),
+            this.admitArgs(limits, request, false, i === 0 ? month : []),
           ),
         ),
       )
@@ -179,6 +199,17 @@ export class QuotaService {
     const decidedOn = backend
     const answers = replies ?? (await admit(decidedOn))
     const seconds = (performance.now() - started) / 1000
+    const heldMonth = budget && answers[0]![0] === 1 ? monthReply(scopes[0]!, answers[0]!) : null
+    const monthHold: MonthReservation | undefined =
+      budget && heldMonth
+        ? {
+            month: heldMonth.month,
+            keyId,
+            user: budget.userLimitNano > 0n,
+            key: budget.keyLimitNano > 0n,
+            reserveNano: request.costNano,
+          }
+        : undefined
     // Of several scopes that deny, the one that frees last, for an honest Retry-After.
     let deniedAt = -1
     answers.forEach((reply, i) => {
@@ -186,19 +217,33 @@ export class QuotaService {
     })
     if (deniedAt >= 0) {
       answers.forEach((reply, i) => {
-        if (reply[0] === 1) void this.release(decidedOn, scopes[i]!, reply[3], request.leaseId, request, true)
+        if (reply[0] === 1)
+          void this.release(
+            decidedOn,
+            scopes[i]!,
+            reply[3],
+            request.leaseId,
+            request,
+            true,
+            undefined,
+            i === 0 ? monthHold : undefined,
+          )
       })
       const limits = scopes[deniedAt]!
       const reply = answers[deniedAt]!
       this.options.onDecision({ limit: deniedLimitName(limits, reply[1]), outcome: 'denied' }, seconds)
       // The headers always describe the caller's own windows, whichever scope denied.
-      throw denial(limits, reply, windowStates(scopes[0]!, answers[0]!))
+      throw denial(limits, reply, windowStates(scopes[0]!, answers[0]!), budget)
     }
     this.options.onDecision({ limit: 'all', outcome: 'admitted' }, seconds)
     const reservation: Reservation = {
       ...request,
       backend: decidedOn,
-      scopes: scopes.map((limits, i) => ({ limits, day: answers[i]![3] })),
+      scopes: scopes.map((limits, i) => ({
+        limits,
+        day: answers[i]![3],
+        ...(i === 0 && monthHold ? { month: monthHold } : {}),
+      })),
     }
     exchange.notes.set(note, reservation)
     return rateLimitHeaders(windowStates(scopes[0]!, answers[0]!))
@@ -212,6 +257,7 @@ export class QuotaService {
     used: { weight: number; tokens: number; costNano: bigint },
     refundRequests: boolean,
     actual = { tokens: 0, costNano: 0n },
+    month?: MonthReservation,
   ): Promise<unknown> {
     const args = [
       this.nowArg(),
@@ -221,6 +267,7 @@ export class QuotaService {
       (actual.costNano - used.costNano).toString(),
       refundRequests ? used.weight : 0,
       ...windowArgs(limits),
+      ...(month && (month.user || month.key) ? monthSettleArgs(month, actual.costNano) : []),
     ]
     return this.runScript(backend, settleScript, [hashKey(limits), leaseKey(limits)], args).catch(
       () => undefined,
@@ -238,7 +285,7 @@ export class QuotaService {
     }
     const refundRequests = outcome === 'error' && this.options.refundRequestsOnError
     await Promise.all(
-      reservation.scopes.map(({ limits, day }) =>
+      reservation.scopes.map(({ limits, day, month }) =>
         this.release(
           reservation.backend,
           limits,
@@ -247,16 +294,18 @@ export class QuotaService {
           reservation,
           refundRequests,
           actual,
+          month,
         ),
       ),
     )
   }
 
   /** The caller's windows, budgets and leases, without reserving anything. */
-  async usage(principal: Exchange['principal'] & object): Promise<ScopeUsage> {
+  async usage(principal: Exchange['principal'] & object, budget?: MonthlyBudget): Promise<ScopeUsage> {
     const limits = userLimits(principal, this.options.tiers)
     const backend = this.chooseBackend() === 'store' ? 'store' : 'local'
-    const args = this.admitArgs(limits, { leaseId: '', weight: 0, tokens: 0, costNano: 0n }, true)
+    const month = budget ? monthAdmitArgs(principal.keyId, budget, 0n) : []
+    const args = this.admitArgs(limits, { leaseId: '', weight: 0, tokens: 0, costNano: 0n }, true, month)
     const reply = await this.runScript(backend, admitScript, [hashKey(limits), leaseKey(limits)], args)
     return {
       limits,
@@ -264,6 +313,7 @@ export class QuotaService {
       tokensUsed: reply[4],
       costUsedNano: BigInt(Math.round(reply[5])),
       concurrentUsed: reply[6],
+      month: budget ? monthReply(limits, reply) : null,
     }
   }
 
@@ -301,13 +351,33 @@ function deniedLimitName(limits: ScopeLimits, deniedBy: string): string {
     return `${prefix}requests_per_${limits.windows[Number(deniedBy.slice(7)) - 1]!.name}`
   if (deniedBy === 'tokens') return `${prefix}tokens_per_day`
   if (deniedBy === 'cost') return `${prefix}cost_per_day`
+  if (deniedBy === 'month_cost') return 'monthly_budget'
+  if (deniedBy === 'key_month_cost') return 'key_monthly_budget'
   return `${prefix}concurrent`
 }
 
-function denial(limits: ScopeLimits, reply: AdmitReply, userWindows: WindowState[]): ApiError {
+function denial(
+  limits: ScopeLimits,
+  reply: AdmitReply,
+  userWindows: WindowState[],
+  budget: MonthlyBudget | undefined,
+): ApiError {
   const deniedBy = reply[1]
   const retryAfter = String(Math.max(1, Math.ceil(reply[2] / 1000)))
   const headers = { ...rateLimitHeaders(userWindows), 'retry-after': retryAfter }
+  if ((deniedBy === 'month_cost' || deniedBy === 'key_month_cost') && budget) {
+    const [amount, whose] =
+      deniedBy === 'month_cost'
+        ? [budget.userLimitNano, 'this user (all keys)']
+        : [budget.keyLimitNano, 'this API key']
+    return new ApiError({
+      status: 429,
+      type: 'insufficient_quota',
+      code: 'insufficient_quota',
+      message: `Monthly budget exceeded: $${formatUsd(amount)} per month for ${whose}. It resets at 00:00 UTC on the 1st.`,
+      headers,
+    })
+  }
   if (deniedBy === 'tokens' || deniedBy === 'cost') {
     const budget =
       deniedBy === 'tokens'

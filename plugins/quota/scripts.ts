@@ -1,6 +1,6 @@
 /**
  * The two quota scripts (admit.lua and settle.lua beside this file) and their in-memory
- * twins. The twins implement the same algorithm line for line on the memory store, so the
+ * twins, monthly budget counters included. The twins implement the same algorithm line for line on the memory store, so the
  * embedded default and the Redis-down fallback enforce exactly what Redis would.
  */
 import { defineStoreScript, type MemoryData } from '../store'
@@ -28,11 +28,25 @@ function leasesOf(data: MemoryData, key: string): Leases {
   return leases
 }
 
+/** The (period, limit) pairs from `offset` up to the optional month section. */
 function windowsFrom(args: string[], offset: number): Array<{ period: number; limit: number }> {
   const windows = []
-  for (let i = offset; i + 1 < args.length; i += 2)
+  for (let i = offset; i + 1 < args.length && args[i] !== 'month'; i += 2)
     windows.push({ period: Number(args[i]), limit: Number(args[i + 1]) })
   return windows
+}
+
+/** The arguments after the literal 'month' that follows the windows, or null without one. */
+function monthArgs(args: string[], offset: number): string[] | null {
+  for (let i = offset; i < args.length; i += 2) if (args[i] === 'month') return args.slice(i + 1)
+  return null
+}
+
+/** The UTC month (yyyymm) of a day number and the day number the next month starts on. */
+function monthOf(day: number): { month: number; nextMonthDay: number } {
+  const date = new Date(day * dayMs)
+  const [year, month] = [date.getUTCFullYear(), date.getUTCMonth()]
+  return { month: year * 100 + month + 1, nextMonthDay: Date.UTC(year, month + 1, 1) / dayMs }
 }
 
 export type AdmitReply = [number, string, number, number, number, number, number, ...number[]]
@@ -83,6 +97,28 @@ export const admitScript = defineStoreScript<AdmitReply>({
       deniedBy = 'cost'
       retryAfter = untilMidnight
     }
+    const monthly = monthArgs(args, 10)
+    let month: { id: number; userField: string; keyField: string; reserve: number } | null = null
+    let [userMonthLimit, keyMonthLimit, userMonthUsed, keyMonthUsed] = [0, 0, 0, 0]
+    if (monthly) {
+      const { month: id, nextMonthDay } = monthOf(day)
+      const userField = `cost:m:${id}`
+      const keyField = `${userField}:k:${monthly[0]}`
+      const [reserve, userSeed, keySeed] = monthly.slice(3, 6).map(Number) as [number, number, number]
+      ;[userMonthLimit, keyMonthLimit] = [Number(monthly[1]), Number(monthly[2])]
+      if (userMonthLimit > 0) userMonthUsed = fields[userField] ?? userSeed
+      if (keyMonthLimit > 0) keyMonthUsed = fields[keyField] ?? keySeed
+      const untilMonthEnd = nextMonthDay * dayMs - now
+      if (userMonthLimit > 0 && userMonthUsed + reserve > userMonthLimit && untilMonthEnd > retryAfter) {
+        deniedBy = 'month_cost'
+        retryAfter = untilMonthEnd
+      }
+      if (keyMonthLimit > 0 && keyMonthUsed + reserve > keyMonthLimit && untilMonthEnd > retryAfter) {
+        deniedBy = 'key_month_cost'
+        retryAfter = untilMonthEnd
+      }
+      month = { id, userField, keyField, reserve }
+    }
     const leases = leasesOf(data, leaseKey!)
     for (const [id, expiresAt] of leases) if (expiresAt <= now) leases.delete(id)
     let concurrentUsed = leases.size
@@ -105,6 +141,12 @@ export const admitScript = defineStoreScript<AdmitReply>({
       tokensUsed += tokensReserve
       costUsed += costReserve
       Object.assign(hash, { day, [`tok:${day}`]: tokensUsed, [`cost:${day}`]: costUsed })
+      if (month) {
+        if (userMonthLimit > 0) hash[month.userField] = userMonthUsed += month.reserve
+        else delete hash[month.userField]
+        if (keyMonthLimit > 0) hash[month.keyField] = keyMonthUsed += month.reserve
+        else delete hash[month.keyField]
+      }
       data.expire(hashKey!, 2 * dayMs)
       if (concurrentLimit > 0) {
         leases.set(leaseId, now + leaseTtl)
@@ -120,6 +162,7 @@ export const admitScript = defineStoreScript<AdmitReply>({
       costUsed,
       concurrentUsed,
       ...replyWindows,
+      ...(month ? [month.id, userMonthUsed, keyMonthUsed] : []),
     ]
   },
 })
@@ -140,6 +183,13 @@ export const settleScript = defineStoreScript<number>({
     }
     add(`tok:${day}`, tokenDelta)
     add(`cost:${day}`, costDelta)
+    const monthly = monthArgs(args, 6)
+    if (monthly) {
+      const userField = `cost:m:${monthly[0]}`
+      const keyField = `${userField}:k:${monthly[1]}`
+      if (userField in hash) add(userField, Number(monthly[2]))
+      if (keyField in hash) add(keyField, Number(monthly[3]))
+    }
     if (refund > 0) {
       for (const { period, limit } of windowsFrom(args, 6)) {
         const tat = hash[`tat:${period}`]

@@ -6,7 +6,7 @@
  */
 import { Elysia, t } from 'elysia'
 import type { ApiKeys, auth } from '../../plugins/auth'
-import { amount, type Ledger, monthOf, projectMonth } from '../../plugins/cost'
+import { amount, type Ledger, type MonthlyBudget, monthOf, projectMonth } from '../../plugins/cost'
 import { ApiError, type exchange as exchangePlugin, formatUsd, type Principal } from '../../plugins/exchange'
 import type { QuotaService, ScopeUsage } from '../../plugins/quota'
 
@@ -28,6 +28,17 @@ const WindowView = t.Object({
   reset_seconds: t.Integer(),
   reset_at: t.String({ format: 'date-time' }),
 })
+const BudgetState = t.Union([
+  t.Object({
+    limit_usd: t.String(),
+    limit_nano_usd: t.String(),
+    used_usd: t.String(),
+    used_nano_usd: t.String(),
+    remaining_usd: t.String(),
+    remaining_nano_usd: t.String(),
+  }),
+  t.Null(),
+])
 const UsageView = t.Object({
   user_id: t.String(),
   tier: t.String(),
@@ -56,6 +67,13 @@ const UsageView = t.Object({
     {
       description:
         "The user's settled spend (every key of the user) per the cost ledger; a request appears once its batch is written (within the flush interval).",
+    },
+  ),
+  monthly_budget: t.Object(
+    { month: t.String(), user: BudgetState, key: BudgetState },
+    {
+      description:
+        'Monthly budgets (UTC calendar month) of the user and of this key, as enforced at admission: used includes requests in flight. null: no budget.',
     },
   ),
 })
@@ -87,7 +105,20 @@ async function spendView(ledger: Ledger, userId: string, now: number) {
   }
 }
 
-async function usageView(principal: Principal, usage: ScopeUsage, ledger: Ledger) {
+function budgetState(limit: bigint, used: bigint) {
+  if (limit <= 0n) return null
+  const remaining = limit > used ? limit - used : 0n
+  return {
+    limit_usd: amount(limit).usd,
+    limit_nano_usd: limit.toString(),
+    used_usd: amount(used).usd,
+    used_nano_usd: used.toString(),
+    remaining_usd: amount(remaining).usd,
+    remaining_nano_usd: remaining.toString(),
+  }
+}
+
+async function usageView(principal: Principal, usage: ScopeUsage, ledger: Ledger, budget: MonthlyBudget) {
   const now = Date.now()
   return {
     user_id: principal.userId,
@@ -111,6 +142,11 @@ async function usageView(principal: Principal, usage: ScopeUsage, ledger: Ledger
     },
     concurrent: { active: usage.concurrentUsed, limit: usage.limits.concurrent || null },
     spend: await spendView(ledger, principal.userId, now),
+    monthly_budget: {
+      month: monthOf(now).month,
+      user: budgetState(budget.userLimitNano, usage.month?.userUsedNano ?? budget.userSeedNano),
+      key: budgetState(budget.keyLimitNano, usage.month?.keyUsedNano ?? budget.keySeedNano),
+    },
   }
 }
 
@@ -121,25 +157,33 @@ export function usageRoutes({ spine, auth, keys, admission, ledger }: UsageRoute
     return { keyId: record.id, userId: record.userId, tier: record.tier, overrides: record.overrides }
   }
 
+  async function usageOf(principal: Principal) {
+    const budget = ledger.budgets.of(principal)
+    return usageView(principal, await admission.usage(principal, budget), ledger, budget)
+  }
+
   return new Elysia({ name: 'tollgate/routes/usage' })
     .use(spine)
     .use(auth)
     .get(
       '/v1/usage',
       async function callerUsage({ principal }) {
-        return usageView(principal, await admission.usage(principal), ledger)
+        return usageOf(principal)
       },
       {
         apiKey: true,
         response: { 200: UsageView, 401: OpenAIError },
-        detail: { summary: "The caller's quotas, tokens and cost today", tags: ['usage'] },
+        detail: {
+          summary: "The caller's quotas, tokens, cost today and this month, projection and budgets",
+          tags: ['usage'],
+        },
       },
     )
     .get(
       '/admin/keys/:id/usage',
       async function keyUsage({ params }) {
         const principal = await principalOfKey(params.id)
-        return usageView(principal, await admission.usage(principal), ledger)
+        return usageOf(principal)
       },
       {
         admin: true,
