@@ -61,6 +61,18 @@ export function costAdmin({ ledger, maxRangeDays = 366, now = Date.now }: CostAd
     return { from, to }
   }
 
+  function limit(value: number | undefined): number {
+    if (value === undefined) return 10
+    if (value < 1 || value > 1000)
+      throw new ApiError({
+        status: 400,
+        message: `Invalid 'limit': ${value} is not from 1 to 1000.`,
+        code: 'invalid_value',
+        param: 'limit',
+      })
+    return value
+  }
+
   async function budgetView(scope: 'user' | 'key', userId: string, keyId: string | null, limit: bigint) {
     const month = monthOf(now())
     const spent =
@@ -107,7 +119,7 @@ export function costAdmin({ ledger, maxRangeDays = 366, now = Date.now }: CostAd
       response: { 200: ModelsReport, ...errors },
       detail: docs('Cost per served model', 'Ordered by cost, highest first.'),
     })
-    .get('/costs/users/top', ({ query }) => ledger.reports.topUsers(range(query), query.limit ?? 10), {
+    .get('/costs/users/top', ({ query }) => ledger.reports.topUsers(range(query), limit(query.limit)), {
       query: TopQuery,
       response: { 200: TopUsersReport, ...errors },
       detail: docs('Top users by cost'),

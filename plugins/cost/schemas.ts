@@ -25,7 +25,9 @@ export const RangeQuery = t.Object({
 
 export const TopQuery = t.Object({
   ...RangeQuery.properties,
-  limit: t.Optional(t.Integer({ minimum: 1, maximum: 1000, description: 'How many users; default 10' })),
+  // The range is checked by the route: Elysia's query coercion drops the field's name from
+  // a bound violation, and a 400 must name the parameter.
+  limit: t.Optional(t.Integer({ description: 'How many users, 1 to 1000; default 10' })),
 })
 
 export const UserParams = t.Object({ userId: t.String({ pattern: userIdPattern }) })
