@@ -5,6 +5,7 @@
 import { Elysia } from 'elysia'
 import pkg from '../package.json'
 import { ApiKeys, auth, authAdmin } from '../plugins/auth'
+import { cache, cacheAdmin } from '../plugins/cache'
 import { cost, costAdmin } from '../plugins/cost'
 import { exchange } from '../plugins/exchange'
 import { quota } from '../plugins/quota'
@@ -76,6 +77,14 @@ export function createApp(
       log.warn(active ? 'quota fallback engaged' : 'quota enforcement back on the store'),
   })
   const admission = quotas.decorator.quota
+  const caching = cache({
+    store: runtime.store,
+    hub: settlements,
+    ...config.cache,
+    now: runtime.clock ?? Date.now,
+    onError: (error) => log.error('cache error', { error: String(error) }),
+  })
+  const answers = caching.decorator.cache
   const costs = cost({
     db: database.db,
     hub: settlements,
@@ -87,17 +96,19 @@ export function createApp(
   return new Elysia({ name: 'tollgate' })
     .use(spine)
     .use(quotas)
+    .use(caching)
     .use(costs)
     .use(docsRoutes({ version: pkg.version }))
     .use(healthRoutes({ checks: [...dependencyChecks(runtime), ledger.healthCheck()], lifecycle }))
-    .use(openAIRoutes({ router, spine, auth: keyAuth, admission }))
+    .use(openAIRoutes({ router, spine, auth: keyAuth, admission, cache: answers }))
     .use(usageRoutes({ spine, auth: keyAuth, keys, admission, ledger }))
     .group('/admin', (admin) =>
       admin
         .use(authAdmin({ keys, adminApiKey: config.adminApiKey, tiers: Object.keys(config.tiers) }))
         .guard({ admin: true }, (guarded) =>
           guarded.use(costAdmin({ ledger, now: runtime.clock ?? Date.now })),
-        ),
+        )
+        .guard({ admin: true }, (guarded) => guarded.use(cacheAdmin(answers))),
     )
 }
 

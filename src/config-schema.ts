@@ -70,6 +70,30 @@ export const GlobalSchema = T.Object(
   { additionalProperties: false },
 )
 
+/** A cache rule: for the defaults of chat or embedding models, or for one model. */
+export const CacheRuleSchema = T.Object(
+  {
+    mode: T.Optional(T.Union([T.Literal('deterministic'), T.Literal('always'), T.Literal('never')])),
+    ttl_seconds: T.Optional(PositiveInt),
+    namespace: T.Optional(T.Union([T.Literal('user'), T.Literal('shared')])),
+  },
+  { additionalProperties: false },
+)
+
+export const CacheSchema = T.Object(
+  {
+    enabled: T.Optional(T.Boolean()),
+    max_entry_bytes: T.Optional(PositiveInt),
+    memory_max_bytes: T.Optional(PositiveInt),
+    stale_seconds: T.Optional(T.Integer({ minimum: 0 })),
+    coalesce: T.Optional(T.Boolean()),
+    responses: T.Optional(CacheRuleSchema),
+    embeddings: T.Optional(CacheRuleSchema),
+    models: T.Optional(T.Record(T.String({ minLength: 1 }), CacheRuleSchema)),
+  },
+  { additionalProperties: false },
+)
+
 export const ConfigFileSchema = T.Object(
   {
     server: T.Optional(
@@ -118,6 +142,7 @@ export const ConfigFileSchema = T.Object(
         { additionalProperties: false },
       ),
     ),
+    cache: T.Optional(CacheSchema),
   },
   { additionalProperties: false },
 )
@@ -128,3 +153,4 @@ export type ModelFileConfig = Static<typeof ModelSchema>
 export type Pricing = Static<typeof PricingSchema>
 export type TierLimits = Required<Static<typeof TierSchema>>
 export type GlobalLimits = Required<Static<typeof GlobalSchema>>
+export type CacheRuleFile = Static<typeof CacheRuleSchema>

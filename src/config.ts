@@ -5,6 +5,7 @@
  */
 import { Value } from '@sinclair/typebox/value'
 import {
+  type CacheRuleFile,
   type ConfigFile,
   ConfigFileSchema,
   type GlobalLimits,
@@ -25,6 +26,13 @@ export interface ModelConfig {
   /** USD per 1M tokens; null only when the model is explicitly marked free. */
   pricing: Pricing | null
   fallbacks: string[]
+}
+
+/** When, for how long and in which namespace a model's answers are cached. */
+export interface CacheRuleConfig {
+  mode: 'deterministic' | 'always' | 'never'
+  ttlMs: number
+  namespace: 'user' | 'shared'
 }
 
 export interface Config {
@@ -57,6 +65,17 @@ export interface Config {
     /** Where events unwritten at shutdown go; null: only logged. */
     spillDir: string | null
     budgetRefreshMs: number
+  }
+  cache: {
+    enabled: boolean
+    maxEntryBytes: number
+    memoryMaxBytes: number
+    staleMs: number
+    coalesce: boolean
+    responses: CacheRuleConfig
+    embeddings: CacheRuleConfig
+    /** Per-model overrides of the rule of the model's kind. */
+    models: Record<string, Partial<CacheRuleConfig>>
   }
   /** Where the file came from, for the startup log. */
   source: string | null
@@ -222,6 +241,37 @@ function resolveLedger(file: ConfigFile, dataDir: string): Config['ledger'] {
   }
 }
 
+function cacheRule(rule: CacheRuleFile | undefined, defaults: CacheRuleConfig): CacheRuleConfig {
+  return {
+    mode: rule?.mode ?? defaults.mode,
+    ttlMs: rule?.ttl_seconds === undefined ? defaults.ttlMs : rule.ttl_seconds * 1000,
+    namespace: rule?.namespace ?? defaults.namespace,
+  }
+}
+
+function resolveCache(file: ConfigFile, models: Record<string, ModelConfig>): Config['cache'] {
+  const cache = file.cache ?? {}
+  const overrides: Config['cache']['models'] = {}
+  for (const [name, rule] of Object.entries(cache.models ?? {})) {
+    if (!models[name]) throw new ConfigError(`config: cache.models.${name}: no model named "${name}"`)
+    overrides[name] = {
+      ...(rule.mode ? { mode: rule.mode } : {}),
+      ...(rule.ttl_seconds ? { ttlMs: rule.ttl_seconds * 1000 } : {}),
+      ...(rule.namespace ? { namespace: rule.namespace } : {}),
+    }
+  }
+  return {
+    enabled: cache.enabled ?? true,
+    maxEntryBytes: cache.max_entry_bytes ?? 1_048_576,
+    memoryMaxBytes: cache.memory_max_bytes ?? 268_435_456,
+    staleMs: (cache.stale_seconds ?? 3600) * 1000,
+    coalesce: cache.coalesce ?? true,
+    responses: cacheRule(cache.responses, { mode: 'deterministic', ttlMs: 3_600_000, namespace: 'user' }),
+    embeddings: cacheRule(cache.embeddings, { mode: 'always', ttlMs: 604_800_000, namespace: 'user' }),
+    models: overrides,
+  }
+}
+
 /** Builds the Config from an environment and an already-parsed config file. */
 export function buildConfig(env: Env, rawFile: unknown = {}, source: string | null = null): Config {
   const file = checkFile(rawFile)
@@ -234,6 +284,7 @@ export function buildConfig(env: Env, rawFile: unknown = {}, source: string | nu
   if (adminApiKey && adminApiKey.length < 16)
     throw new ConfigError('ADMIN_API_KEY: must be at least 16 characters')
   const providers = resolveProviders(file, env)
+  const models = resolveModels(file, providers)
   const dataDir = env.DATA_DIR || './.data'
   const tiers: Record<string, TierLimits> = { ...defaultTiers }
   for (const [name, limits] of Object.entries(file.tiers ?? {})) {
@@ -259,7 +310,7 @@ export function buildConfig(env: Env, rawFile: unknown = {}, source: string | nu
     adminApiKey,
     auth: { keyCacheTtlMs: file.auth?.key_cache_ttl_ms ?? 5_000 },
     providers,
-    models: resolveModels(file, providers),
+    models,
     tiers,
     global: { ...defaultGlobal, ...file.global },
     quota: {
@@ -270,6 +321,7 @@ export function buildConfig(env: Env, rawFile: unknown = {}, source: string | nu
       refundRequestsOnError: file.quota?.refund_requests_on_error ?? false,
     },
     ledger: resolveLedger(file, dataDir),
+    cache: resolveCache(file, models),
     source,
   }
 }

@@ -18,6 +18,12 @@ export interface MemoryStoreOptions {
    * @default 30000
    */
   sweepIntervalMs?: number
+  /**
+   * Bound on the bytes of byte-string values (cache entries), evicted least recently used
+   * first past it; counters and script state are never evicted. 0 leaves them unbounded.
+   * @default 0
+   */
+  maxBytes?: number
 }
 
 const encoder = new TextEncoder()
@@ -30,9 +36,9 @@ export class MemoryStore implements Store {
   private readonly now: () => number
   private readonly sweeper: ReturnType<typeof setInterval> | undefined
 
-  constructor({ now = Date.now, sweepIntervalMs = 30_000 }: MemoryStoreOptions = {}) {
+  constructor({ now = Date.now, sweepIntervalMs = 30_000, maxBytes = 0 }: MemoryStoreOptions = {}) {
     this.now = now
-    this.data = new MemoryData(now)
+    this.data = new MemoryData(now, maxBytes)
     if (sweepIntervalMs > 0) {
       this.sweeper = setInterval(() => this.data.sweep(), sweepIntervalMs)
       this.sweeper.unref()

@@ -4,8 +4,11 @@
  * (and can be retried by a later layer). After that, a failure becomes an SSE error event
  * followed by the end of the stream: never a silent clean end. Every ending settles the
  * Exchange exactly once: finished, failed mid-stream, or cancelled by the client.
+ *
+ * A cache hit is answered here too: the stored JSON, or its replay as a complete stream.
  */
 import { sse } from 'elysia'
+import { type CacheHit, replayFrames } from '../../plugins/cache'
 import { type Exchange, openAIErrorBody } from '../../plugins/exchange'
 import type { ChatChunk } from '../upstream/provider'
 import { upstreamToApiError } from './upstream-errors'
@@ -20,6 +23,8 @@ export interface RelayOptions {
   clientSignal: AbortSignal
   /** Aborts the upstream request; called when the client goes away. */
   abortUpstream: () => void
+  /** Sees every chunk (usage included) as relayed, e.g. to assemble the answer for the cache. */
+  collect?: (chunk: ChatChunk) => void
 }
 
 /** Opens the upstream stream and waits for its first chunk; throws the client-facing error. */
@@ -33,7 +38,7 @@ export async function openStream(
 export async function* relayStream(
   iterator: AsyncIterator<ChatChunk>,
   first: IteratorResult<ChatChunk>,
-  { exchange, clientModel, includeUsage, clientSignal, abortUpstream }: RelayOptions,
+  { exchange, clientModel, includeUsage, clientSignal, abortUpstream, collect }: RelayOptions,
 ) {
   let streamedChunks = 0
   let sawUsage = false
@@ -41,6 +46,7 @@ export async function* relayStream(
     for (let step = first; !step.done; step = await iterator.next()) {
       const chunk = step.value
       chunk.model = clientModel
+      collect?.(chunk)
       if (chunk.usage) {
         recordUsage(exchange, chunk.usage)
         sawUsage = true
@@ -76,4 +82,29 @@ export async function* relayStream(
       exchange.settle({ outcome: 'cancelled', status: 499, errorCode: 'client_disconnected' })
     }
   }
+}
+
+/**
+ * The answer of a hit, settling the Exchange as cached: the stored JSON as it is, or its
+ * replay as SSE. A string with the headers set, not a Response: Elysia would re-wrap a
+ * Response's body as a stream, which costs more than the whole lookup.
+ */
+export function answerFromCache(
+  exchange: Exchange,
+  hit: CacheHit,
+  includeUsage: boolean,
+  headers: Record<string, string | number>,
+): string {
+  exchange.usage = { ...hit.answer.usage }
+  exchange.settle({ outcome: 'cached', status: 200 })
+  headers.age = String(hit.ageSeconds)
+  if (hit.coalesced) headers['x-cache-coalesced'] = 'true'
+  if (!exchange.stream) {
+    headers['content-type'] = 'application/json'
+    return hit.answer.text()
+  }
+  exchange.markFirstToken()
+  headers['content-type'] = 'text/event-stream'
+  headers['cache-control'] = 'no-cache'
+  return replayFrames(hit.answer.completion(), { includeUsage })
 }

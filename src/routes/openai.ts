@@ -2,11 +2,18 @@
  * The OpenAI-compatible surface: chat completions (JSON and SSE), embeddings, models.
  * Each model route owns its Exchange: it names the route and models on it, calls the
  * upstream with an abort signal tied to the client, and settles it exactly once.
+ *
+ * The cache lookup is issued in the same tick as the quota reservation, so both go to Redis
+ * in one pipeline. A hit settles the Exchange as `cached` with the usage the answer cost
+ * when it was made (so the saving is priced) and answers the stored bytes, or replays them
+ * as SSE; a miss hands its answer to the cache, which stores it at settlement.
  */
 import { Elysia, t } from 'elysia'
 import type { auth } from '../../plugins/auth'
+import { type CacheService, parseCacheControl, type ResponseLookup } from '../../plugins/cache'
 import {
   type ApiError,
+  costOf,
   type Exchange,
   type exchange as exchangePlugin,
   freePrice,
@@ -16,9 +23,10 @@ import {
 } from '../../plugins/exchange'
 import type { QuotaService } from '../../plugins/quota'
 import type { ModelConfig } from '../config'
-import type { ChatRequest, EmbeddingRequest, EmbeddingResponse as WireEmbeddings } from '../upstream/provider'
+import type { ChatRequest, EmbeddingRequest } from '../upstream/provider'
 import type { ModelRouter } from '../upstream/router'
-import { openStream, relayStream } from './chat-stream'
+import { answerFromCache, openStream, relayStream } from './chat-stream'
+import { embeddingItems, encodeEmbeddings, vectorsInOrder } from './embedding-vectors'
 import {
   ChatCompletionRequest,
   ChatCompletionResponse,
@@ -39,6 +47,8 @@ export interface OpenAIRoutesOptions {
   auth: ReturnType<typeof auth>
   /** Reserves quota before the upstream call; throws the 429 when a limit denies. */
   admission: QuotaService
+  /** Answers repeated requests, and stores what misses produce. */
+  cache: CacheService
 }
 
 /** Ties the upstream call to the client: a client that goes away aborts the upstream. */
@@ -75,28 +85,10 @@ function failExchange(exchange: Exchange, error: unknown, clientSignal: AbortSig
   return apiError
 }
 
-function float32Base64(vector: number[]): string {
-  return Buffer.from(new Float32Array(vector).buffer).toString('base64')
-}
-
-function encodeEmbeddings(
-  response: WireEmbeddings,
-  format: 'float' | 'base64',
-  model: string,
-): WireEmbeddings {
-  const data = response.data.map((item) => ({
-    object: 'embedding' as const,
-    index: item.index,
-    embedding:
-      format === 'base64' && Array.isArray(item.embedding) ? float32Base64(item.embedding) : item.embedding,
-  }))
-  return { object: 'list', data, model, usage: response.usage }
-}
-
 const tags = ['openai']
 const security = [{ bearerAuth: [] }]
 
-export function openAIRoutes({ router, spine, auth, admission }: OpenAIRoutesOptions) {
+export function openAIRoutes({ router, spine, auth, admission, cache }: OpenAIRoutesOptions) {
   const prices = new Map(
     router
       .list()
@@ -114,10 +106,26 @@ export function openAIRoutes({ router, spine, auth, admission }: OpenAIRoutesOpt
         serveWith(exchange, target.model, priceOf(target.model))
         exchange.stream = body.stream === true
         exchange.estimatedTokens = estimatePromptTokens(body)
-        Object.assign(
-          set.headers,
-          await admission.reserve(exchange, body.max_completion_tokens ?? body.max_tokens ?? null),
-        )
+        const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? null
+        const directives = parseCacheControl(request.headers.get('cache-control'))
+        let admitted: [Record<string, string>, ResponseLookup]
+        try {
+          admitted = await Promise.all([
+            admission.reserve(exchange, maxTokens),
+            cache.responses.lookup(exchange, body, directives),
+          ])
+        } catch (error) {
+          cache.responses.abandon(exchange)
+          throw error
+        }
+        const [rateHeaders, lookup] = admitted
+        Object.assign(set.headers, rateHeaders)
+        const hit = await cache.responses.claim(exchange, lookup, request.signal)
+        set.headers['x-cache'] = exchange.cacheStatus
+        const includeUsage = body.stream_options?.include_usage === true
+        if (hit) return answerFromCache(exchange, hit, includeUsage, set.headers)
+        // A follower whose client left while it waited: the upstream call below fails at once,
+        // and the Exchange settles as cancelled on the usual path.
         const upstream = upstreamController(request.signal)
         const upstreamRequest = { ...body, model: target.model.upstreamModel } as ChatRequest
         const context = { signal: upstream.signal, headers: { 'x-request-id': exchange.id } }
@@ -128,8 +136,10 @@ export function openAIRoutes({ router, spine, auth, admission }: OpenAIRoutesOpt
             const completion = await target.provider.chat(upstreamRequest, context)
             recordUsage(exchange, completion.usage)
             exchange.finishReasons = completion.choices.map((choice) => choice.finish_reason ?? 'unknown')
+            const answer = { ...completion, model: body.model }
+            cache.responses.record(exchange, answer)
             exchange.settle({ outcome: 'ok', status: 200 })
-            return { ...completion, model: body.model }
+            return answer
           } catch (error) {
             throw failExchange(exchange, error, request.signal)
           }
@@ -145,9 +155,10 @@ export function openAIRoutes({ router, spine, auth, admission }: OpenAIRoutesOpt
         yield* relayStream(opened.iterator, opened.first, {
           exchange,
           clientModel: body.model,
-          includeUsage: body.stream_options?.include_usage === true,
+          includeUsage,
           clientSignal: request.signal,
           abortUpstream: () => upstream.abort(),
+          collect: cache.responses.collector(exchange),
         })
       },
       {
@@ -160,7 +171,7 @@ export function openAIRoutes({ router, spine, auth, admission }: OpenAIRoutesOpt
         detail: {
           summary: 'Create a chat completion',
           description:
-            'OpenAI-compatible. With `stream: true` the answer is Server-Sent Events: `data: {chunk}` frames ending with `data: [DONE]`; `stream_options.include_usage` adds a final usage chunk.',
+            'OpenAI-compatible. With `stream: true` the answer is Server-Sent Events: `data: {chunk}` frames ending with `data: [DONE]`; `stream_options.include_usage` adds a final usage chunk. Deterministic requests (temperature 0 or a seed, by default) are cached: `X-Cache: HIT|MISS|BYPASS` and `Age` say how it was answered; `Cache-Control: no-cache` (refresh), `no-store` (bypass) and `max-age=N` apply per request.',
           tags,
           security,
         },
@@ -173,12 +184,28 @@ export function openAIRoutes({ router, spine, auth, admission }: OpenAIRoutesOpt
         const target = router.resolve(body.model, 'embedding')
         serveWith(exchange, target.model, priceOf(target.model))
         exchange.estimatedTokens = estimateInputTokens(body.input)
-        Object.assign(set.headers, await admission.reserve(exchange, 0))
+        const items = embeddingItems(body.input)
+        const directives = parseCacheControl(request.headers.get('cache-control'))
+        const [rateHeaders, batch] = await Promise.all([
+          admission.reserve(exchange, 0),
+          cache.embeddings.lookup(exchange, body, items, directives),
+        ])
+        Object.assign(set.headers, rateHeaders)
+        set.headers['x-cache'] = exchange.cacheStatus
+        set.headers['x-cache-hits'] = String(batch.hits)
+        const format = body.encoding_format ?? 'float'
+        if (batch.upstream.length === 0) {
+          exchange.usage = { promptTokens: batch.cachedTokens, completionTokens: 0, cachedTokens: 0 }
+          exchange.settle({ outcome: 'cached', status: 200 })
+          set.headers.age = String(batch.ageSeconds)
+          return encodeEmbeddings(batch.complete(), format, body.model, { prompt_tokens: 0, total_tokens: 0 })
+        }
         exchange.attempts = 1
         const upstream = upstreamController(request.signal)
         const upstreamRequest: EmbeddingRequest = {
           ...body,
           model: target.model.upstreamModel,
+          input: batch.upstreamInputs() as string[] | number[][],
           encoding_format: 'float',
         }
         try {
@@ -186,9 +213,16 @@ export function openAIRoutes({ router, spine, auth, admission }: OpenAIRoutesOpt
             signal: upstream.signal,
             headers: { 'x-request-id': exchange.id },
           })
+          batch.fill(vectorsInOrder(response, batch.upstream.length), response.usage.prompt_tokens)
           recordUsage(exchange, { ...response.usage, completion_tokens: 0 })
+          // Usage and cost count what went upstream; the inputs from the cache are a saving.
+          exchange.savedNanoUsd = costOf(exchange.price, {
+            promptTokens: batch.cachedTokens,
+            completionTokens: 0,
+            cachedTokens: 0,
+          })
           exchange.settle({ outcome: 'ok', status: 200 })
-          return encodeEmbeddings(response, body.encoding_format ?? 'float', body.model)
+          return encodeEmbeddings(batch.complete(), format, body.model, response.usage)
         } catch (error) {
           throw failExchange(exchange, error, request.signal)
         }
@@ -197,7 +231,13 @@ export function openAIRoutes({ router, spine, auth, admission }: OpenAIRoutesOpt
         apiKey: true,
         body: EmbeddingRequestSchema,
         response: { 200: EmbeddingResponse, ...modelErrorResponses },
-        detail: { summary: 'Create embeddings', tags, security },
+        detail: {
+          summary: 'Create embeddings',
+          description:
+            'OpenAI-compatible. Each input is cached on its own: only uncached inputs go upstream, and usage counts only those. `X-Cache` is HIT when every input came from the cache; `X-Cache-Hits` counts the inputs that did.',
+          tags,
+          security,
+        },
       },
     )
     .get(

@@ -1,0 +1,108 @@
+/**
+ * The cache's share of the hot path budget, counted by a TCP proxy between the gateway and
+ * a private redis-server that records the command names of each write the gateway makes: a
+ * cacheable request's lookup (epoch, namespace version, entry) travels in the same write as
+ * the quota admission, so a hit costs one round trip before its answer; the entry of a miss
+ * is written after the answer, as is the quota settlement.
+ */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import type { Socket } from 'bun'
+import { requirePostgres } from './support/db'
+import { eventually, type Gateway, startGateway } from './support/gateway'
+import { type RedisServer, startRedisServer } from './support/redis'
+
+interface Proxy {
+  port: number
+  /** The command names of each write the gateway made, in order. */
+  writes: string[][]
+  stop(): void
+}
+
+// A RESP command starts with its array header and its name as the first bulk string.
+const commandName = /\*\d+\r\n\$\d+\r\n([A-Za-z]+)\r\n/g
+
+/** Forwards every connection to `target`, recording the commands of each client write. */
+function startProxy(target: number): Proxy {
+  const writes: string[][] = []
+  const listener = Bun.listen<{ upstream?: Socket<undefined>; pending: Uint8Array[] }>({
+    hostname: '127.0.0.1',
+    port: 0,
+    socket: {
+      open(client) {
+        client.data = { pending: [] }
+        void Bun.connect({
+          hostname: '127.0.0.1',
+          port: target,
+          socket: {
+            open(upstream) {
+              client.data.upstream = upstream
+              for (const chunk of client.data.pending.splice(0)) upstream.write(chunk)
+            },
+            data: (_upstream, chunk) => void client.write(chunk),
+            close: () => void client.end(),
+            error: () => void client.end(),
+          },
+        }).catch(() => client.end())
+      },
+      data(client, chunk) {
+        const names = [...Buffer.from(chunk).toString('latin1').matchAll(commandName)].map((m) => m[1]!)
+        if (names.length > 0) writes.push(names)
+        if (client.data.upstream) client.data.upstream.write(chunk)
+        else client.data.pending.push(Buffer.from(chunk))
+      },
+      close(client) {
+        client.data.upstream?.end()
+      },
+    },
+  })
+  return { port: listener.port, writes, stop: () => listener.stop(true) }
+}
+
+let redis: RedisServer
+let proxy: Proxy
+let gateway: Gateway
+let key: string
+
+beforeAll(async () => {
+  redis = await startRedisServer()
+  proxy = startProxy(redis.port)
+  gateway = await startGateway({
+    env: { REDIS_URL: `redis://127.0.0.1:${proxy.port}`, DATABASE_URL: await requirePostgres() },
+  })
+  await eventually(() => gateway.runtime.store.available, 5_000)
+  key = await gateway.createKey()
+}, 30_000)
+
+afterAll(async () => {
+  await gateway?.stop()
+  proxy?.stop()
+  await redis?.kill()
+})
+
+/** The writes one chat request makes, from its start until it has settled. */
+async function writesOf(content: string, stream = false): Promise<string[][]> {
+  const settledBefore = gateway.settled.length
+  proxy.writes.length = 0
+  const response = await fetch(`${gateway.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'sim-1', temperature: 0, stream, messages: [{ role: 'user', content }] }),
+  })
+  await response.text()
+  await eventually(() => gateway.settled.length === settledBefore + 1)
+  await Bun.sleep(20)
+  return proxy.writes.map((write) => [...write].sort())
+}
+
+describe('cache lookups share the quota round trip', () => {
+  test('lookup and admission in one write; a hit needs nothing else, a miss writes its entry last', async () => {
+    // Warm up: the first call of a script on a fresh server loads it (NOSCRIPT, then EVAL).
+    await writesOf('warm up')
+    const admission = ['EVALSHA', 'EVALSHA', 'GET', 'GET', 'GET']
+    const settlement = ['EVALSHA', 'EVALSHA']
+    expect(await writesOf('a question')).toEqual([admission, settlement, ['SET']])
+    // The same question streamed: a hit.
+    expect(await writesOf('a question', true)).toEqual([admission, settlement])
+    expect(await writesOf('a streamed question', true)).toEqual([admission, settlement, ['SET']])
+  })
+})
