@@ -1,0 +1,246 @@
+/**
+ * `bun run bench streams`: many concurrent SSE streams through one gateway. The simulator
+ * process answers with a realistic profile (300 ms to the first token, then 50 tokens/s, 50
+ * tokens per answer); 1,000 and then 10,000 streams are opened over a 1 s ramp, direct to
+ * the simulator and through tollgate (every plugin on), and a third way through tollgate's
+ * built-in simulator provider, which needs no upstream socket per stream. Reports the TTFT
+ * tollgate adds, tokens/s delivered, whether every stream finished (none starved) and the
+ * gateway's RSS per stream. Target (issue 8): 10,000 streams on one instance, RSS under 1 GB,
+ * no stream starved.
+ *
+ * Env: BENCH_STREAMS (counts, default `1000,10000`), BENCH_STREAM_RAMP_MS (default 1000).
+ */
+import { readdir } from 'node:fs/promises'
+import type { Target } from './lib/load'
+import { type Child, startSim } from './lib/procs'
+import { delta, ms, startRecording, table } from './lib/report'
+import { MODEL, startStack } from './lib/setup'
+import { runStreams, type StreamRun, sampleRss } from './lib/streams'
+
+/** A simulator pace: one upstream process and the same pace as a built-in provider. */
+interface Pace {
+  ttftMs: number
+  tokensPerSecond: number
+  /** Tokens per answer (requests ask for exactly this many). */
+  tokens: number
+}
+
+interface Scenario {
+  name: string
+  streams: number
+  rampMs: number
+  pace: 'realistic' | 'held'
+}
+
+const paces: Record<Scenario['pace'], Pace> = {
+  realistic: { ttftMs: 300, tokensPerSecond: 50, tokens: 50 },
+  // Long and slow: 10,000 streams at 50 tokens/s would ask 500,000 tokens/s of two cores.
+  held: { ttftMs: 300, tokensPerSecond: 5, tokens: 100 },
+}
+
+const only = process.env.BENCH_STREAMS?.split(',')
+const scenarios: Scenario[] = [
+  { name: '1,000 streams, 50 tokens at 50/s', streams: 1000, rampMs: 1000, pace: 'realistic' as const },
+  { name: '10,000 streams, 50 tokens at 50/s', streams: 10_000, rampMs: 1000, pace: 'realistic' as const },
+  { name: '10,000 streams held, 100 tokens at 5/s', streams: 10_000, rampMs: 5000, pace: 'held' as const },
+].filter((_, i) => !only || only.includes(String(i + 1)))
+const recording = startRecording('streams', 'streams: concurrent SSE streams through one gateway')
+
+const messages = [{ role: 'user', content: 'Tell me a story.' }]
+const streamBody = (model: string, pace: Pace) =>
+  JSON.stringify({ model, messages, max_tokens: pace.tokens, stream: true })
+// Natural answers are between half and all of maxTokens: twice the cap makes every answer the cap.
+const sims = {
+  realistic: await startSim({ ...paces.realistic, maxTokens: paces.realistic.tokens * 2 }),
+  held: await startSim({ ...paces.held, maxTokens: paces.held.tokens * 2 }),
+}
+const builtIn = (pace: Pace) => ({
+  type: 'simulator',
+  ttft_ms: pace.ttftMs,
+  tokens_per_second: pace.tokensPerSecond,
+  max_tokens: pace.tokens * 2,
+})
+const pricing = { input: 0.5, output: 1.5 }
+const stack = await startStack({
+  sim: sims.realistic,
+  // Bun's fetch allows 256 requests in flight by default; every stream holds one upstream.
+  env: { BUN_CONFIG_MAX_HTTP_REQUESTS: '65535' },
+  extend: (file) => ({
+    ...file,
+    providers: {
+      ...(file.providers as object),
+      slow: { type: 'openai', base_url: `${sims.held.url}/v1` },
+      local: builtIn(paces.realistic),
+      'local-slow': builtIn(paces.held),
+    },
+    models: {
+      ...(file.models as object),
+      'bench-slow': { provider: 'slow', upstream_model: 'sim-1', pricing },
+      'bench-local': { provider: 'local', pricing },
+      'bench-local-slow': { provider: 'local-slow', pricing },
+    },
+  }),
+})
+
+const headers = { 'content-type': 'application/json' }
+const gatewayHeaders = { ...headers, authorization: `Bearer ${stack.key}`, 'cache-control': 'no-store' }
+const gatewayUrl = `${stack.gateway.url}/v1/chat/completions`
+function subjects(scenario: Scenario): Array<{ target: Target; gateway: Child | null }> {
+  const pace = paces[scenario.pace]
+  const held = scenario.pace === 'held'
+  const sim = sims[scenario.pace]
+  return [
+    {
+      target: {
+        name: 'direct',
+        url: `${sim.url}/v1/chat/completions`,
+        headers,
+        body: streamBody('sim-1', pace),
+      },
+      gateway: null,
+    },
+    {
+      target: {
+        name: 'tollgate',
+        url: gatewayUrl,
+        headers: gatewayHeaders,
+        body: streamBody(held ? 'bench-slow' : MODEL, pace),
+      },
+      gateway: stack.gateway,
+    },
+    {
+      target: {
+        name: 'tollgate, built-in sim',
+        url: gatewayUrl,
+        headers: gatewayHeaders,
+        body: streamBody(held ? 'bench-local-slow' : 'bench-local', pace),
+      },
+      gateway: stack.gateway,
+    },
+  ]
+}
+
+async function fdCount(pid: number): Promise<number> {
+  return (await readdir(`/proc/${pid}/fd`).catch(() => [])).length
+}
+
+async function openFilesLimit(pid: number): Promise<string> {
+  const limits = await Bun.file(`/proc/${pid}/limits`).text()
+  return /^Max open files\s+(\d+)/m.exec(limits)?.[1] ?? 'unknown'
+}
+
+interface Measured extends StreamRun {
+  scenario: string
+  gatewayRssBeforeMiB: number | null
+  gatewayRssPeakMiB: number | null
+  gatewayRssPerStreamKiB: number | null
+  gatewayPeakFds: number | null
+}
+
+const runs: Measured[] = []
+let fdLimit = 'unknown'
+let gatewayLog = ''
+try {
+  for (const subject of subjects(scenarios[0]!).slice(1)) {
+    console.log(`warm-up ${subject.target.name}`)
+    await runStreams(subject.target, { streams: 300, rampMs: 300, timeoutMs: 30_000 })
+  }
+  for (const scenario of scenarios) {
+    console.log(scenario.name)
+    for (const { target, gateway } of subjects(scenario)) {
+      // Lets the last run's sockets close and the gateway settle before its RSS baseline.
+      await Bun.sleep(3000)
+      const before = gateway ? await gateway.rssKiB() : 0
+      const rss = gateway ? sampleRss(() => gateway.rssKiB()) : null
+      const fds = gateway ? sampleRss(() => fdCount(gateway.pid)) : null
+      const { streams, rampMs } = scenario
+      const run = await runStreams(target, { streams, rampMs, timeoutMs: 120_000 })
+      const peak = rss ? await rss.stop() : 0
+      const peakFds = fds ? await fds.stop() : null
+      const measured: Measured = {
+        ...run,
+        scenario: scenario.name,
+        gatewayRssBeforeMiB: gateway ? Math.round(before / 1024) : null,
+        gatewayRssPeakMiB: gateway ? Math.round(peak / 1024) : null,
+        gatewayRssPerStreamKiB: gateway ? Math.round((peak - before) / Math.max(1, run.peakActive)) : null,
+        gatewayPeakFds: peakFds,
+      }
+      runs.push(measured)
+      console.log(
+        `  ${target.name}: finished ${run.completed}/${streams}, peak active ${run.peakActive}, ` +
+          `TTFT p50 ${ms(run.ttft.p50)} p99 ${ms(run.ttft.p99)} ms, ${run.aggregateTokensPerSecond} tokens/s, ` +
+          `RSS peak ${measured.gatewayRssPeakMiB ?? '-'} MiB, fds ${peakFds ?? '-'}, failures ${JSON.stringify(run.failures)}`,
+      )
+    }
+  }
+} finally {
+  fdLimit = await openFilesLimit(stack.gateway.pid)
+  gatewayLog = stack.gateway.output()
+  await stack.close()
+  await sims.held.stop()
+}
+
+const direct = (scenario: string) => runs.find((run) => run.scenario === scenario && run.target === 'direct')
+const rows = runs.map((run) => {
+  const base = direct(run.scenario)
+  const added = base && run !== base
+  return [
+    run.scenario,
+    run.target,
+    `${run.completed}/${run.streams}`,
+    run.failed
+      ? Object.entries(run.failures)
+          .map(([k, v]) => `${k}: ${v}`)
+          .join(', ')
+      : '-',
+    run.peakActive,
+    `${ms(run.ttft.p50)} / ${ms(run.ttft.p99)}`,
+    added ? `${delta(run.ttft.p50 - base.ttft.p50)} / ${delta(run.ttft.p99 - base.ttft.p99)}` : '-',
+    `${run.perStreamTokensPerSecond.p50} / ${run.perStreamTokensPerSecond.p1}`,
+    run.aggregateTokensPerSecond,
+    ms(run.maxGapP99),
+    run.gatewayRssPeakMiB ?? '-',
+    run.gatewayRssPerStreamKiB ?? '-',
+    run.gatewayPeakFds ?? '-',
+  ]
+})
+const verdicts = runs
+  .filter((run) => run.target !== 'direct' && run.streams >= 10_000)
+  .map((run) => {
+    const finished = run.completed === run.streams
+    const held = run.peakActive >= run.streams * 0.95
+    const met = finished && held && (run.gatewayRssPeakMiB ?? 0) < 1024
+    return (
+      `- ${run.scenario}, ${run.target}: ${finished ? 'every stream finished' : `${run.failed} did not finish`}, ` +
+      `${run.peakActive} flowing at once, RSS peak ${run.gatewayRssPeakMiB} MiB (target: 10,000 at once, < 1024 MiB, none starved): ${met ? 'met' : 'missed'}`
+    )
+  })
+const emfile = /EMFILE|too many open files/i.test(gatewayLog)
+await recording.write(
+  { paces, scenarios, gatewayOpenFilesLimit: fdLimit, gatewayLogShowsEmfile: emfile, runs },
+  [
+    `Each simulator answers after ${paces.realistic.ttftMs} ms; streams are due evenly over the ramp (1 s; 5 s when held) and TTFT counts from each stream's due time. "flowing at once": streams between their first token and their end at one moment. The gateway's open-files limit is ${fdLimit} (the hard limit here; raising it needs CAP_SYS_RESOURCE, which this machine does not grant): a stream through an upstream holds two sockets in the gateway, one through the built-in simulator one.`,
+    table(
+      [
+        'run',
+        'target',
+        'finished',
+        'failures',
+        'flowing at once',
+        'TTFT p50 / p99 ms',
+        '+TTFT p50 / p99 ms',
+        'tokens/s per stream p50 / p1',
+        'tokens/s total',
+        'longest pause p99 ms',
+        'gateway RSS peak MiB',
+        'RSS KiB / stream',
+        'gateway fds peak',
+      ],
+      rows,
+    ),
+    verdicts.join('\n'),
+    emfile
+      ? 'The gateway logged EMFILE (too many open files): the per-process open-files limit stopped it.'
+      : '',
+  ].join('\n\n'),
+)
