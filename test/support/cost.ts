@@ -83,11 +83,17 @@ export interface TcpProxy {
  */
 export function tcpProxy(target: string): TcpProxy {
   const upstream = new URL(target)
-  type Pair = { client: Bun.Socket<Pair>; server: Bun.Socket<undefined> | null; buffered: Uint8Array[] }
+  type Pair = {
+    client: Bun.Socket<Pair>
+    server: Bun.Socket<undefined> | null
+    early: Uint8Array[]
+    up: Sender
+    down: Sender
+  }
   const pairs = new Set<Pair>()
   const handlers: Bun.SocketHandler<Pair> = {
     open(client) {
-      const pair: Pair = { client, server: null, buffered: [] }
+      const pair: Pair = { client, server: null, early: [], up: sender(), down: sender() }
       client.data = pair
       pairs.add(pair)
       Bun.connect({
@@ -96,10 +102,10 @@ export function tcpProxy(target: string): TcpProxy {
         socket: {
           open(server) {
             pair.server = server
-            for (const chunk of pair.buffered) server.write(chunk)
-            pair.buffered = []
+            for (const chunk of pair.early) pair.up.send(server, chunk)
           },
-          data: (_server, chunk) => void client.write(chunk),
+          data: (_server, chunk) => pair.down.send(client, new Uint8Array(chunk)),
+          drain: (server) => pair.up.drain(server),
           close: () => void client.end(),
           error: () => void client.end(),
         },
@@ -107,9 +113,10 @@ export function tcpProxy(target: string): TcpProxy {
     },
     data(client, chunk) {
       const pair = client.data
-      if (pair.server) pair.server.write(chunk)
-      else pair.buffered.push(new Uint8Array(chunk))
+      if (pair.server) pair.up.send(pair.server, new Uint8Array(chunk))
+      else pair.early.push(new Uint8Array(chunk))
     },
+    drain: (client) => client.data.down.drain(client),
     close(client) {
       pairs.delete(client.data)
       client.data?.server?.end()
@@ -143,6 +150,34 @@ export function tcpProxy(target: string): TcpProxy {
       listener ??= Bun.listen<Pair>({ hostname: '127.0.0.1', port, socket: handlers })
     },
     stop: cut,
+  }
+}
+
+interface Sender {
+  send(socket: Bun.Socket<unknown>, chunk: Uint8Array): void
+  drain(socket: Bun.Socket<unknown>): void
+}
+
+/** Writes to a socket in order, keeping what its buffer did not take until `drain`. */
+function sender(): Sender {
+  const pending: Uint8Array[] = []
+  const drain = (socket: Bun.Socket<unknown>) => {
+    while (pending.length > 0) {
+      const chunk = pending[0]!
+      const written = socket.write(chunk)
+      if (written < chunk.byteLength) {
+        pending[0] = chunk.subarray(Math.max(0, written))
+        return
+      }
+      pending.shift()
+    }
+  }
+  return {
+    send(socket, chunk) {
+      pending.push(chunk)
+      drain(socket)
+    },
+    drain,
   }
 }
 
