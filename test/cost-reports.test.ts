@@ -107,7 +107,10 @@ for (const kind of ['postgres', 'pglite'] as const) {
 
     test('daily: every day of the range, zeros included, in the contract shape, and the total', async () => {
       const body = (await report('/costs/daily?from=2031-02-28&to=2031-03-05')) as {
+        from: string
+        to: string
         days: Array<{ day: string } & Figures>
+        total: Figures
       }
       const days = ['2031-02-28', '2031-03-01', '2031-03-02', '2031-03-03', '2031-03-04', '2031-03-05']
       expect(body).toEqual({
