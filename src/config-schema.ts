@@ -57,6 +57,8 @@ export const TierSchema = T.Object(
     tokens_per_day: T.Optional(Nullable(PositiveInt)),
     cost_per_day_usd: T.Optional(Nullable(NonNegative)),
     concurrent: T.Optional(Nullable(PositiveInt)),
+    max_messages: T.Optional(Nullable(PositiveInt)),
+    max_prompt_chars: T.Optional(Nullable(PositiveInt)),
   },
   { additionalProperties: false },
 )
@@ -94,6 +96,16 @@ export const CacheSchema = T.Object(
   { additionalProperties: false },
 )
 
+/** Request limits every route shares; prompt limits are per tier, in TierSchema. */
+export const LimitsSchema = T.Object(
+  {
+    max_json_depth: T.Optional(T.Integer({ minimum: 2, maximum: 1000 })),
+    max_json_array_length: T.Optional(PositiveInt),
+    max_header_bytes: T.Optional(T.Integer({ minimum: 1024 })),
+  },
+  { additionalProperties: false },
+)
+
 export const ConfigFileSchema = T.Object(
   {
     server: T.Optional(
@@ -108,8 +120,16 @@ export const ConfigFileSchema = T.Object(
       ),
     ),
     auth: T.Optional(
-      T.Object({ key_cache_ttl_ms: T.Optional(T.Integer({ minimum: 0 })) }, { additionalProperties: false }),
+      T.Object(
+        {
+          key_cache_ttl_ms: T.Optional(T.Integer({ minimum: 0 })),
+          failures_per_minute: T.Optional(Nullable(PositiveInt)),
+          trusted_proxy_hops: T.Optional(T.Integer({ minimum: 0, maximum: 10 })),
+        },
+        { additionalProperties: false },
+      ),
     ),
+    limits: T.Optional(LimitsSchema),
     providers: T.Optional(T.Record(T.String({ minLength: 1 }), ProviderSchema)),
     models: T.Optional(T.Record(T.String({ minLength: 1 }), ModelSchema)),
     tiers: T.Optional(T.Record(T.String({ minLength: 1 }), TierSchema)),

@@ -42,7 +42,9 @@ export interface Config {
   redis: { url: string | null; clusterNodes: string[] }
   database: { url: string | null; dataDir: string }
   adminApiKey: string | null
-  auth: { keyCacheTtlMs: number }
+  auth: { keyCacheTtlMs: number; failuresPerMinute: number | null; trustedProxyHops: number }
+  /** Named as the exchange plugin's options, so they can be passed on as they are. */
+  limits: { maxJsonDepth: number; maxJsonArrayLength: number; maxHeaderBytes: number }
   providers: Record<string, ProviderConfig & { apiKey?: string }>
   models: Record<string, ModelConfig>
   tiers: Record<string, TierLimits>
@@ -96,6 +98,8 @@ export const defaultTiers: Record<string, TierLimits> = {
     tokens_per_day: 50_000,
     cost_per_day_usd: 5,
     concurrent: 2,
+    max_messages: 100,
+    max_prompt_chars: 100_000,
   },
   basic: {
     requests_per_minute: 30,
@@ -104,6 +108,8 @@ export const defaultTiers: Record<string, TierLimits> = {
     tokens_per_day: 500_000,
     cost_per_day_usd: 50,
     concurrent: 5,
+    max_messages: 200,
+    max_prompt_chars: 250_000,
   },
   pro: {
     requests_per_minute: 100,
@@ -112,6 +118,8 @@ export const defaultTiers: Record<string, TierLimits> = {
     tokens_per_day: 2_000_000,
     cost_per_day_usd: 200,
     concurrent: 20,
+    max_messages: 500,
+    max_prompt_chars: 1_000_000,
   },
   enterprise: {
     requests_per_minute: 1_000,
@@ -120,6 +128,8 @@ export const defaultTiers: Record<string, TierLimits> = {
     tokens_per_day: 10_000_000,
     cost_per_day_usd: 2_000,
     concurrent: 100,
+    max_messages: null,
+    max_prompt_chars: null,
   },
 }
 
@@ -283,6 +293,9 @@ export function buildConfig(env: Env, rawFile: unknown = {}, source: string | nu
   if (production && !adminApiKey) throw new ConfigError('ADMIN_API_KEY: required when NODE_ENV=production')
   if (adminApiKey && adminApiKey.length < 16)
     throw new ConfigError('ADMIN_API_KEY: must be at least 16 characters')
+  // User keys are `tg-...`: an admin key of that shape could be taken for one, or one for it.
+  if (adminApiKey?.startsWith('tg-'))
+    throw new ConfigError('ADMIN_API_KEY: must not start with "tg-", the prefix of user API keys')
   const providers = resolveProviders(file, env)
   const models = resolveModels(file, providers)
   const dataDir = env.DATA_DIR || './.data'
@@ -308,7 +321,16 @@ export function buildConfig(env: Env, rawFile: unknown = {}, source: string | nu
     },
     database: { url: env.DATABASE_URL || null, dataDir },
     adminApiKey,
-    auth: { keyCacheTtlMs: file.auth?.key_cache_ttl_ms ?? 5_000 },
+    auth: {
+      keyCacheTtlMs: file.auth?.key_cache_ttl_ms ?? 5_000,
+      failuresPerMinute: file.auth?.failures_per_minute === undefined ? 20 : file.auth.failures_per_minute,
+      trustedProxyHops: file.auth?.trusted_proxy_hops ?? 0,
+    },
+    limits: {
+      maxJsonDepth: file.limits?.max_json_depth ?? 64,
+      maxJsonArrayLength: file.limits?.max_json_array_length ?? 10_000,
+      maxHeaderBytes: file.limits?.max_header_bytes ?? 8192,
+    },
     providers,
     models,
     tiers,

@@ -14,6 +14,12 @@ export interface AuthAdminOptions extends AuthOptions {
 }
 
 const uuidPattern = '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+const userIdPattern = '^[A-Za-z0-9._@+:-]+$'
+/**
+ * Printable text: no control characters (Postgres text cannot hold U+0000) and no lone
+ * surrogate halves (they have no UTF-8 form); surrogate pairs, i.e. emoji, are fine.
+ */
+const labelPattern = '^(?:[^\\u0000-\\u001f\\u007f\\ud800-\\udfff]|[\\ud800-\\udbff][\\udc00-\\udfff])+$'
 const Timestamp = t.String({ format: 'date-time' })
 
 const KeyView = t.Object({
@@ -101,13 +107,14 @@ export function authAdmin(options: AuthAdminOptions) {
           user_id: t.String({
             minLength: 1,
             maxLength: 128,
-            pattern: '^[A-Za-z0-9._@+:-]+$',
+            pattern: userIdPattern,
             description: 'Who the key belongs to; letters, digits and . _ @ + : -',
           }),
           name: t.String({
             minLength: 1,
             maxLength: 200,
-            description: 'A label, e.g. the machine it is used on.',
+            pattern: labelPattern,
+            description: 'A label, e.g. the machine it is used on; printable text.',
           }),
           tier: t.String({ enum: [...tiers], description: 'One of the configured tiers.' }),
         }),
@@ -123,7 +130,9 @@ export function authAdmin(options: AuthAdminOptions) {
       },
       {
         admin: true,
-        query: t.Object({ user_id: t.Optional(t.String({ minLength: 1 })) }),
+        query: t.Object({
+          user_id: t.Optional(t.String({ minLength: 1, maxLength: 128, pattern: userIdPattern })),
+        }),
         response: { 200: t.Object({ data: t.Array(KeyView) }), 400: Problem, 401: Problem },
         detail: docs('List API keys, newest first'),
       },

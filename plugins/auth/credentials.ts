@@ -5,7 +5,7 @@
  */
 import nodeCrypto from 'node:crypto'
 import { ApiError } from '../exchange'
-import { looksLikeKey } from './keys'
+import { keyPrefix } from './keys'
 
 const bearerPattern = /^Bearer[ \t]+(\S+)[ \t]*$/i
 /** RFC 6750: a 401 names the scheme the client should use. */
@@ -39,41 +39,35 @@ function sha256(value: string): Buffer {
   return nodeCrypto.createHash('sha256').update(value).digest()
 }
 
+/** What an admin check found: the key, no key, a wrong key, or no admin API at all. */
+export type AdminVerdict = 'ok' | 'missing' | 'invalid' | 'disabled'
+
 /**
- * A check of the admin bearer token, or a check that always refuses when no admin key is
- * configured. Both sides are SHA-256 digests compared with `timingSafeEqual`: equal
- * lengths whatever the input, so neither the key's content nor its length leaks through
- * response timing.
+ * A check of the admin bearer token, or a check that always answers `disabled` when no
+ * admin key is configured. Both sides are SHA-256 digests compared with `timingSafeEqual`:
+ * equal lengths whatever the input, so neither the key's content nor its length leaks
+ * through response timing. An admin key starting with the user-key prefix is refused here,
+ * so no token can ever be taken for both.
  */
-export function adminGuard(adminApiKey: string | null): (request: Request) => void {
-  if (adminApiKey === null) {
-    return function adminDisabled() {
-      throw new ApiError({
-        status: 401,
-        message: 'The admin API is disabled: no admin API key is configured.',
-        code: 'admin_api_disabled',
-        headers: challenge,
-      })
-    }
-  }
-  if (looksLikeKey(adminApiKey))
-    throw new Error('auth: the admin API key must not have the form of a user key (tg-...)')
+export function adminGuard(adminApiKey: string | null): (request: Request) => AdminVerdict {
+  if (adminApiKey === null) return () => 'disabled'
+  if (adminApiKey.startsWith(keyPrefix))
+    throw new Error(`auth: the admin API key must not have the form of a user key (${keyPrefix}...)`)
   const expected = sha256(adminApiKey)
-  return function requireAdminKey(request) {
+  return function checkAdminKey(request) {
     const token = bearerToken(request)
-    if (token === null)
-      throw new ApiError({
-        status: 401,
-        message: 'Missing admin API key. Pass it as "Authorization: Bearer <admin key>".',
-        code: 'invalid_api_key',
-        headers: challenge,
-      })
-    if (!nodeCrypto.timingSafeEqual(sha256(token), expected))
-      throw new ApiError({
-        status: 401,
-        message: 'Invalid admin API key.',
-        code: 'invalid_api_key',
-        headers: challenge,
-      })
+    if (token === null) return 'missing'
+    return nodeCrypto.timingSafeEqual(sha256(token), expected) ? 'ok' : 'invalid'
   }
+}
+
+/** The 401 for an admin check that did not find the key. */
+export function adminRefusal(verdict: Exclude<AdminVerdict, 'ok'>): ApiError {
+  const message = {
+    disabled: 'The admin API is disabled: no admin API key is configured.',
+    missing: 'Missing admin API key. Pass it as "Authorization: Bearer <admin key>".',
+    invalid: 'Invalid admin API key.',
+  }[verdict]
+  const code = verdict === 'disabled' ? 'admin_api_disabled' : 'invalid_api_key'
+  return new ApiError({ status: 401, message, code, headers: challenge })
 }

@@ -90,14 +90,24 @@ export class KeyCache<V extends object> {
     const now = this.now()
     const entry = this.found.get(hash)
     if (entry && now < entry.expiresAt) {
-      if (now >= entry.refreshAt && !this.inflight.has(hash)) {
-        this.fetch(hash).catch(this.onRefreshError)
-      }
+      this.refreshIfDue(hash, entry, now)
       return entry.value
     }
     const missingUntil = this.missing.get(hash)
     if (missingUntil !== undefined && now < missingUntil) return null
     return this.inflight.get(hash) ?? this.fetch(hash)
+  }
+
+  /**
+   * A found entry still within its TTL, never loading a missing one. A busy entry is still
+   * refreshed ahead in the background, so a key in steady use stays cached.
+   */
+  peek(hash: string): V | null {
+    const now = this.now()
+    const entry = this.found.get(hash)
+    if (!entry || now >= entry.expiresAt) return null
+    this.refreshIfDue(hash, entry, now)
+    return entry.value
   }
 
   /** Drops what is known about a key: after a revocation, or a creation it may have missed. */
@@ -106,6 +116,10 @@ export class KeyCache<V extends object> {
     this.found.delete(hash)
     this.missing.delete(hash)
     this.inflight.delete(hash)
+  }
+
+  private refreshIfDue(hash: string, entry: Entry<V>, now: number): void {
+    if (now >= entry.refreshAt && !this.inflight.has(hash)) this.fetch(hash).catch(this.onRefreshError)
   }
 
   /** One database read per key at a time; concurrent lookups share it. */

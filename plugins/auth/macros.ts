@@ -1,11 +1,13 @@
 /**
  * The route-level switches `apiKey: true` and `admin: true`. A route opts in; everything
- * else (health, metrics, docs) stays open without a list of exceptions to maintain.
+ * else (health, metrics, docs) stays open without a list of exceptions to maintain. Every
+ * refusal is reported to the AuthFailures, which also throttles addresses that guess.
  */
 import { Elysia } from 'elysia'
 import { Exchange, type Principal } from '../exchange'
 import type { ApiKeys } from './api-keys'
-import { adminGuard, bearerToken, invalidApiKey, missingApiKey } from './credentials'
+import { adminGuard, adminRefusal, bearerToken, invalidApiKey, missingApiKey } from './credentials'
+import { AuthFailures, type PeerSource, throttled } from './failures'
 
 export interface AuthOptions {
   /**
@@ -19,23 +21,65 @@ export interface AuthOptions {
    * @default null
    */
   adminApiKey?: string | null
+  /**
+   * Counts failed authentications and throttles addresses that guess. Pass the same
+   * instance to `auth` and `authAdmin`, so failures on /v1 and /admin count together.
+   * @default new AuthFailures()
+   */
+  failures?: AuthFailures
 }
 
-export function auth({ keys, adminApiKey = null }: AuthOptions) {
+/** The part of Elysia's context the transform hooks read. */
+interface AuthContext {
+  request: Request
+  server: PeerSource | null
+}
+
+const adminReasons = {
+  missing: 'missing_admin_key',
+  invalid: 'invalid_admin_key',
+  disabled: 'admin_disabled',
+} as const
+
+export function auth({ keys, adminApiKey = null, failures = new AuthFailures() }: AuthOptions) {
   /** Handed from the transform hook that authenticates to the resolve that exposes it. */
   const principals = new WeakMap<Request, Principal>()
-  const requireAdminKey = adminGuard(adminApiKey)
+  const checkAdminKey = adminGuard(adminApiKey)
+
+  /**
+   * Unknown and revoked keys take the same path (hash, cache, the same query for a live
+   * key, a negative cache entry) and the same failure. While the address is throttled,
+   * only keys this instance verified recently pass: guesses are not checked at all.
+   */
+  async function principalFor(request: Request, address: string | null): Promise<Principal> {
+    const token = bearerToken(request)
+    const wait = failures.blockedFor(address)
+    if (wait > 0) {
+      const cached = token === null ? null : await keys.authenticateCached(token)
+      if (cached !== null) return cached
+      failures.fail('throttled', address)
+      throw throttled(wait)
+    }
+    if (token === null) {
+      failures.fail('missing_key', address)
+      throw missingApiKey()
+    }
+    const principal = await keys.authenticate(token)
+    if (principal === null) {
+      failures.fail('invalid_key', address)
+      throw invalidApiKey()
+    }
+    return principal
+  }
 
   /**
    * Runs as a `transform` hook: Elysia runs transform after parsing the body and before
    * validating it, so a caller without a valid key learns only that (401), never what
    * was wrong with its body (400). `resolve` would run after validation.
    */
-  async function authenticateApiKey(context: { request: Request }) {
-    const token = bearerToken(context.request)
-    if (token === null) throw missingApiKey()
-    const principal = await keys.authenticate(token)
-    if (principal === null) throw invalidApiKey()
+  async function authenticateApiKey(context: AuthContext) {
+    const address = failures.addressOf(context.request, context.server)
+    const principal = await principalFor(context.request, address)
     principals.set(context.request, principal)
     // The exchange plugin derives the Exchange earlier in the same stage; later plugins
     // (quota, ledger) read the principal from it.
@@ -50,8 +94,17 @@ export function auth({ keys, adminApiKey = null }: AuthOptions) {
   }
 
   /** A transform hook too, for the same reason: 401 before any 400. */
-  function authenticateAdmin({ request }: { request: Request }) {
-    requireAdminKey(request)
+  function authenticateAdmin({ request, server }: AuthContext) {
+    const address = failures.addressOf(request, server)
+    const wait = failures.blockedFor(address)
+    if (wait > 0) {
+      failures.fail('throttled', address)
+      throw throttled(wait)
+    }
+    const verdict = checkAdminKey(request)
+    if (verdict === 'ok') return
+    failures.fail(adminReasons[verdict], address)
+    throw adminRefusal(verdict)
   }
 
   return new Elysia({ name: 'tollgate/auth', seed: { keys: keys.id, admin: adminApiKey !== null } }).macro({

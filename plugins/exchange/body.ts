@@ -1,9 +1,14 @@
 /**
  * JSON body reading with the limits a public endpoint needs: a byte cap enforced while
- * reading (a chunked body cannot sneak past Content-Length), strict UTF-8, and a JSON
- * content type. Each failure is a precise ApiError, raised before any state changes.
+ * reading (a chunked body cannot sneak past Content-Length), strict UTF-8, a JSON content
+ * type, and structural limits (depth, array length, no `__proto__` keys; see json-limits.ts).
+ * Each failure is a precise ApiError, raised before any state changes.
  */
 import { ApiError } from './errors'
+import { type JsonLimits, parseLimitedJson } from './json-limits'
+
+/** Deep enough for any real request (tool schemas included), shallow enough for any code. */
+export const defaultJsonLimits: JsonLimits = { maxDepth: 64, maxArrayLength: 10_000 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true })
 
@@ -40,7 +45,11 @@ export function isJsonContentType(contentType: string | null): boolean {
 }
 
 /** Reads and parses a JSON request body, or throws the ApiError that says why it cannot. */
-export async function readJsonBody(request: Request, limitBytes: number): Promise<unknown> {
+export async function readJsonBody(
+  request: Request,
+  limitBytes: number,
+  jsonLimits: JsonLimits = defaultJsonLimits,
+): Promise<unknown> {
   if (!isJsonContentType(request.headers.get('content-type'))) {
     throw new ApiError({
       status: 415,
@@ -62,13 +71,5 @@ export async function readJsonBody(request: Request, limitBytes: number): Promis
       code: 'invalid_json',
     })
   }
-  try {
-    return JSON.parse(text)
-  } catch (error) {
-    throw new ApiError({
-      status: 400,
-      message: `Request body is not valid JSON: ${(error as Error).message}`,
-      code: 'invalid_json',
-    })
-  }
+  return parseLimitedJson(text, jsonLimits)
 }

@@ -54,6 +54,14 @@ export class ApiError extends Error {
   }
 }
 
+/** Longest `param` (and field name in a message) echoed back; key names come from clients. */
+const maxParamLength = 200
+
+/** A client-derived field path cut to a bounded length, keeping its end (the field itself). */
+export function clipParam(path: string): string {
+  return path.length <= maxParamLength ? path : `…${path.slice(-(maxParamLength - 1))}`
+}
+
 export interface OpenAIErrorBody {
   error: { message: string; type: string; param: string | null; code: string | null }
 }
@@ -73,6 +81,7 @@ const reasonPhrases: Record<number, string> = {
   415: 'Unsupported Media Type',
   422: 'Unprocessable Content',
   429: 'Too Many Requests',
+  431: 'Request Header Fields Too Large',
   500: 'Internal Server Error',
   502: 'Bad Gateway',
   503: 'Service Unavailable',
