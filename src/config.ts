@@ -39,7 +39,7 @@ export interface Config {
   production: boolean
   logLevel: LogLevel
   server: { port: number; host: string; bodyLimitBytes: number; shutdownGraceMs: number }
-  redis: { url: string | null; clusterNodes: string[] }
+  redis: { url: string | null; clusterNodes: string[]; keyPrefix: string }
   database: { url: string | null; dataDir: string }
   adminApiKey: string | null
   auth: { keyCacheTtlMs: number; failuresPerMinute: number | null; trustedProxyHops: number }
@@ -318,6 +318,7 @@ export function buildConfig(env: Env, rawFile: unknown = {}, source: string | nu
         .split(',')
         .map((node) => node.trim())
         .filter(Boolean),
+      keyPrefix: env.REDIS_KEY_PREFIX || 'tg:',
     },
     database: { url: env.DATABASE_URL || null, dataDir },
     adminApiKey,

@@ -36,6 +36,7 @@ export async function createRuntime(config: Config, overrides: RuntimeOverrides 
     createStore({
       url: config.redis.url ?? undefined,
       clusterNodes: config.redis.clusterNodes,
+      keyPrefix: config.redis.keyPrefix,
       onStateChange: (available, error) =>
         available
           ? log.info('redis available')

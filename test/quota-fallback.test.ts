@@ -42,7 +42,7 @@ async function setup(fallback: 'local' | 'open' | 'closed') {
   const redis = await startRedisServer()
   servers.push(redis)
   const gateway = await startGateway({
-    env: { REDIS_URL: redis.url, DATABASE_URL: databaseUrl },
+    env: { REDIS_URL: redis.url, DATABASE_URL: databaseUrl, REDIS_KEY_PREFIX: 'tg:' },
     file: { tiers, quota: { fallback } },
     // Windows do not refill while the test runs, so counts are exact.
     clock: manualClock().now,

@@ -32,7 +32,12 @@ export async function startGateway({
   ...overrides
 }: GatewayOptions = {}): Promise<Gateway> {
   setLogLevel('silent')
-  const config = buildConfig({ ADMIN_API_KEY: adminKey, DATA_DIR: tempDataDir(), ...env }, file)
+  // A key prefix of its own keeps this gateway's counters and leases (global ones too) apart
+  // from every other test and benchmark sharing the Redis.
+  const config = buildConfig(
+    { ADMIN_API_KEY: adminKey, DATA_DIR: tempDataDir(), REDIS_KEY_PREFIX: `tgt:${crypto.randomUUID()}:`, ...env },
+    file,
+  )
   const runtime = await createRuntime(config, overrides)
   const settled: Exchange[] = []
   runtime.settlements.subscribe('trace', (exchange) => {
