@@ -119,6 +119,13 @@ describe('ledger while Postgres is down', () => {
     expect(ready.components.ledger!.message).toContain('writes failing')
     const [before] = await direct<{ n: number }[]>`select count(*)::int as n from usage_events`
     expect(before!.n).toBe(1)
+    // What reads the database degrades instead of failing: /v1/usage still has its quota part.
+    const usage = await fetch(`${gateway.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } })
+    expect(usage.status).toBe(200)
+    expect(((await usage.json()) as { spend: unknown }).spend).toBeNull()
+    const report = await gateway.admin('/costs/daily')
+    expect(report.status).toBe(503)
+    expect(((await report.json()) as { code: string }).code).toBe('ledger_unavailable')
 
     proxy.restore()
     await waitFor(() => gateway.ledger.stats().backlog === 0, 10_000, 'the backlog to drain')

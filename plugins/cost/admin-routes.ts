@@ -36,6 +36,15 @@ export interface CostAdminOptions {
 const badRange = (message: string, param: string) =>
   new ApiError({ status: 400, message, code: 'invalid_range', param })
 
+const keyNotFound = (id: string) =>
+  new ApiError({ status: 404, message: `No API key with id ${id}.`, code: 'key_not_found', param: 'id' })
+
+/** A budget as the API takes it, in nano-USD; null (or zero) means no budget. */
+function budgetOf(usd: string | null): bigint | null {
+  const nano = usd === null ? null : parseUsd(usd)
+  return nano === null || nano === 0n ? null : nano
+}
+
 const docs = (summary: string, description?: string) => ({
   summary,
   description,
@@ -43,7 +52,7 @@ const docs = (summary: string, description?: string) => ({
   security: [{ bearerAuth: [] }],
 })
 
-const errors = { 400: Problem, 401: Problem }
+const errors = { 400: Problem, 401: Problem, 503: Problem }
 
 export function costAdmin({ ledger, maxRangeDays = 366, now = Date.now }: CostAdminOptions) {
   /** Checks and completes a range: real calendar days, from <= to, at most maxRangeDays days. */
@@ -98,47 +107,56 @@ export function costAdmin({ ledger, maxRangeDays = 366, now = Date.now }: CostAd
 
   async function keyBudget(id: string) {
     const key = await ledger.budgets.key(id)
-    if (!key)
-      throw new ApiError({
-        status: 404,
-        message: `No API key with id ${id}.`,
-        code: 'key_not_found',
-        param: 'id',
-      })
+    if (!key) throw keyNotFound(id)
     return budgetView('key', key.userId, id, key.limitNano)
   }
 
+  /** Database work of a route: a database that cannot answer is a 503, not a 500. */
+  const fromDatabase = <T>(work: () => Promise<T>): Promise<T> =>
+    work().catch((error: unknown) => {
+      throw error instanceof ApiError ? error : ledger.unavailable(error)
+    })
+
   return new Elysia({ name: 'tollgate/cost-admin', seed: ledger.id })
-    .get('/costs/daily', ({ query }) => ledger.reports.daily(range(query)), {
+    .get('/costs/daily', ({ query }) => fromDatabase(() => ledger.reports.daily(range(query))), {
       query: RangeQuery,
       response: { 200: DailyReport, ...errors },
       detail: docs('System-wide cost per UTC day', 'Every day of the range, days without traffic as zeros.'),
     })
-    .get('/costs/models', ({ query }) => ledger.reports.models(range(query)), {
+    .get('/costs/models', ({ query }) => fromDatabase(() => ledger.reports.models(range(query))), {
       query: RangeQuery,
       response: { 200: ModelsReport, ...errors },
       detail: docs('Cost per served model', 'Ordered by cost, highest first.'),
     })
-    .get('/costs/users/top', ({ query }) => ledger.reports.topUsers(range(query), limit(query.limit)), {
-      query: TopQuery,
-      response: { 200: TopUsersReport, ...errors },
-      detail: docs('Top users by cost'),
-    })
-    .get('/costs/users/:userId', ({ params, query }) => ledger.reports.user(params.userId, range(query)), {
-      params: UserParams,
-      query: RangeQuery,
-      response: { 200: UserReport, ...errors },
-      detail: docs('One user’s cost per day and per model'),
-    })
+    .get(
+      '/costs/users/top',
+      ({ query }) => fromDatabase(() => ledger.reports.topUsers(range(query), limit(query.limit))),
+      {
+        query: TopQuery,
+        response: { 200: TopUsersReport, ...errors },
+        detail: docs('Top users by cost'),
+      },
+    )
+    .get(
+      '/costs/users/:userId',
+      ({ params, query }) => fromDatabase(() => ledger.reports.user(params.userId, range(query))),
+      {
+        params: UserParams,
+        query: RangeQuery,
+        response: { 200: UserReport, ...errors },
+        detail: docs('One user’s cost per day and per model'),
+      },
+    )
     .get('/costs/ledger', () => ledgerStatsView(ledger), {
       response: { 200: LedgerStatsView, 401: Problem },
       detail: docs('The ledger writer: backlog, flushes, failures, drops'),
     })
     .get(
       '/users/:userId/budget',
-      async ({ params }) => {
-        return budgetView('user', params.userId, null, await ledger.budgets.userLimit(params.userId))
-      },
+      ({ params }) =>
+        fromDatabase(async () =>
+          budgetView('user', params.userId, null, await ledger.budgets.userLimit(params.userId)),
+        ),
       {
         params: UserParams,
         response: { 200: BudgetView, ...errors },
@@ -147,11 +165,12 @@ export function costAdmin({ ledger, maxRangeDays = 366, now = Date.now }: CostAd
     )
     .put(
       '/users/:userId/budget',
-      async ({ params, body }) => {
-        const nano = body.monthly_budget_usd === null ? null : parseUsd(body.monthly_budget_usd)
-        await ledger.budgets.setUser(params.userId, nano === 0n ? null : nano)
-        return budgetView('user', params.userId, null, nano ?? 0n)
-      },
+      ({ params, body }) =>
+        fromDatabase(async () => {
+          const nano = budgetOf(body.monthly_budget_usd)
+          await ledger.budgets.setUser(params.userId, nano)
+          return budgetView('user', params.userId, null, nano ?? 0n)
+        }),
       {
         params: UserParams,
         body: BudgetBody,
@@ -162,24 +181,19 @@ export function costAdmin({ ledger, maxRangeDays = 366, now = Date.now }: CostAd
         ),
       },
     )
-    .get('/keys/:id/budget', ({ params }) => keyBudget(params.id), {
+    .get('/keys/:id/budget', ({ params }) => fromDatabase(() => keyBudget(params.id)), {
       params: KeyParams,
       response: { 200: BudgetView, ...errors, 404: Problem },
       detail: docs('A key’s monthly budget and month-to-date spend'),
     })
     .put(
       '/keys/:id/budget',
-      async ({ params, body }) => {
-        const usd = body.monthly_budget_usd === null ? null : amount(parseUsd(body.monthly_budget_usd)!).usd
-        if (!(await ledger.budgets.setKey(params.id, usd === '0.000000' ? null : usd)))
-          throw new ApiError({
-            status: 404,
-            message: `No API key with id ${params.id}.`,
-            code: 'key_not_found',
-            param: 'id',
-          })
-        return keyBudget(params.id)
-      },
+      ({ params, body }) =>
+        fromDatabase(async () => {
+          const usd = budgetOf(body.monthly_budget_usd) === null ? null : body.monthly_budget_usd
+          if (!(await ledger.budgets.setKey(params.id, usd))) throw keyNotFound(params.id)
+          return keyBudget(params.id)
+        }),
       {
         params: KeyParams,
         body: BudgetBody,

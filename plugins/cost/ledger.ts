@@ -4,7 +4,7 @@
  * and says how it is doing (stats for metrics, a check for readiness).
  */
 import type { Db } from '../../db/client'
-import type { Exchange } from '../exchange'
+import { ApiError, type Exchange } from '../exchange'
 import { BudgetBook } from './budgets'
 import { eventRow } from './events'
 import { CostReports } from './reports'
@@ -150,6 +150,17 @@ export class Ledger {
   /** True while new model requests must be refused so that no admitted one goes unrecorded. */
   get refusing(): boolean {
     return this.init.overflow === 'reject' && this.writer.full
+  }
+
+  /** The answer for an admin request whose database work failed; the cause goes to the log. */
+  unavailable(error: unknown): ApiError {
+    this.init.log.warn('ledger: database unavailable for a report or budget', { error: String(error) })
+    return new ApiError({
+      status: 503,
+      message: 'The cost database is unavailable; retry shortly.',
+      code: 'ledger_unavailable',
+      headers: { 'retry-after': '5' },
+    })
   }
 
   stats(): LedgerStats {

@@ -50,23 +50,26 @@ const UsageView = t.Object({
     limit_usd: t.Union([t.String(), t.Null()]),
   }),
   concurrent: t.Object({ active: t.Integer(), limit: Limit }),
-  spend: t.Object(
-    {
-      source: t.Literal('ledger'),
-      month: t.String({ description: 'UTC calendar month, YYYY-MM' }),
-      today_usd: t.String(),
-      today_nano_usd: t.String(),
-      month_to_date_usd: t.String(),
-      month_to_date_nano_usd: t.String(),
-      projected_month_usd: t.String(),
-      projected_month_nano_usd: t.String(),
-      projection_method: t.Literal('month_to_date / elapsed_days * days_in_month'),
-      elapsed_days: t.Integer({ description: 'Days of the month so far, today included' }),
-      days_in_month: t.Integer(),
-    },
+  spend: t.Union(
+    [
+      t.Object({
+        source: t.Literal('ledger'),
+        month: t.String({ description: 'UTC calendar month, YYYY-MM' }),
+        today_usd: t.String(),
+        today_nano_usd: t.String(),
+        month_to_date_usd: t.String(),
+        month_to_date_nano_usd: t.String(),
+        projected_month_usd: t.String(),
+        projected_month_nano_usd: t.String(),
+        projection_method: t.Literal('month_to_date / elapsed_days * days_in_month'),
+        elapsed_days: t.Integer({ description: 'Days of the month so far, today included' }),
+        days_in_month: t.Integer(),
+      }),
+      t.Null(),
+    ],
     {
       description:
-        "The user's settled spend (every key of the user) per the cost ledger; a request appears once its batch is written (within the flush interval).",
+        "The user's settled spend (every key of the user) per the cost ledger; a request appears once its batch is written (within the flush interval). null while the database cannot answer.",
     },
   ),
   monthly_budget: t.Object(
@@ -86,9 +89,21 @@ const OpenAIError = t.Object({
 })
 const KeyId = t.Object({ id: t.String({ format: 'uuid' }) })
 
+/** How long /v1/usage waits for the ledger's figures before answering without them. */
+const spendTimeoutMs = 1_000
+
 async function spendView(ledger: Ledger, userId: string, now: number) {
   const month = monthOf(now)
-  const spent = await ledger.reports.userSpend(userId, month.firstDay, month.today)
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const timeout = new Promise<null>((resolve) => {
+    timer = setTimeout(() => resolve(null), spendTimeoutMs)
+  })
+  // The quota figures come from Redis; a database that cannot answer must not take them down.
+  const spent = await Promise.race([
+    ledger.reports.userSpend(userId, month.firstDay, month.today).catch(() => null),
+    timeout,
+  ]).finally(() => clearTimeout(timer))
+  if (spent === null) return null
   const projected = projectMonth(spent.month, month)
   return {
     source: 'ledger' as const,
