@@ -5,6 +5,7 @@
 import { Elysia } from 'elysia'
 import pkg from '../package.json'
 import { ApiKeys, auth, authAdmin } from '../plugins/auth'
+import { breaker, breakerAdmin, breakerHealthCheck } from '../plugins/breaker'
 import { cache, cacheAdmin } from '../plugins/cache'
 import { cost, costAdmin } from '../plugins/cost'
 import { exchange } from '../plugins/exchange'
@@ -93,13 +94,28 @@ export function createApp(
     now: runtime.clock ?? Date.now,
   })
   const ledger = costs.decorator.ledger
+  const breakers = breaker({
+    store: runtime.store,
+    policy: config.breaker.policy,
+    targets: config.breaker.targets,
+    syncIntervalMs: config.breaker.syncIntervalMs,
+    now: runtime.clock ?? Date.now,
+    onEvent: (event) => event.type === 'transition' && log.warn('breaker transition', { ...event }),
+  })
+  const circuits = breakers.decorator.breakers
   return new Elysia({ name: 'tollgate' })
     .use(spine)
     .use(quotas)
     .use(caching)
     .use(costs)
+    .use(breakers)
     .use(docsRoutes({ version: pkg.version }))
-    .use(healthRoutes({ checks: [...dependencyChecks(runtime), ledger.healthCheck()], lifecycle }))
+    .use(
+      healthRoutes({
+        checks: [...dependencyChecks(runtime), ledger.healthCheck(), breakerHealthCheck(circuits)],
+        lifecycle,
+      }),
+    )
     .use(openAIRoutes({ router, spine, auth: keyAuth, admission, cache: answers }))
     .use(usageRoutes({ spine, auth: keyAuth, keys, admission, ledger }))
     .group('/admin', (admin) =>
@@ -108,7 +124,8 @@ export function createApp(
         .guard({ admin: true }, (guarded) =>
           guarded.use(costAdmin({ ledger, now: runtime.clock ?? Date.now })),
         )
-        .guard({ admin: true }, (guarded) => guarded.use(cacheAdmin(answers))),
+        .guard({ admin: true }, (guarded) => guarded.use(cacheAdmin(answers)))
+        .guard({ admin: true }, (guarded) => guarded.use(breakerAdmin(circuits))),
     )
 }
 

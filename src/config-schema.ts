@@ -106,6 +106,53 @@ export const LimitsSchema = T.Object(
   { additionalProperties: false },
 )
 
+/** Breaker, retry and timeout settings: the breaker section's defaults, and its per-provider and per-model overrides. */
+const ResilienceFields = {
+  window_ms: T.Optional(PositiveInt),
+  failure_threshold: T.Optional(T.Integer({ minimum: 0 })),
+  failure_rate: T.Optional(T.Number({ minimum: 0, maximum: 1 })),
+  minimum_calls: T.Optional(PositiveInt),
+  cooldown_ms: T.Optional(PositiveInt),
+  max_cooldown_ms: T.Optional(PositiveInt),
+  half_open_probes: T.Optional(PositiveInt),
+  success_threshold: T.Optional(PositiveInt),
+  timeouts: T.Optional(
+    T.Object(
+      {
+        connect_ms: T.Optional(T.Integer({ minimum: 0 })),
+        ttft_ms: T.Optional(T.Integer({ minimum: 0 })),
+        idle_ms: T.Optional(T.Integer({ minimum: 0 })),
+        total_ms: T.Optional(T.Integer({ minimum: 0 })),
+      },
+      { additionalProperties: false },
+    ),
+  ),
+  retries: T.Optional(
+    T.Object(
+      {
+        max_retries: T.Optional(T.Integer({ minimum: 0, maximum: 10 })),
+        backoff_base_ms: T.Optional(T.Integer({ minimum: 0 })),
+        backoff_cap_ms: T.Optional(T.Integer({ minimum: 0 })),
+        retry_after_cap_ms: T.Optional(T.Integer({ minimum: 0 })),
+      },
+      { additionalProperties: false },
+    ),
+  ),
+}
+
+export const ResilienceSchema = T.Object(ResilienceFields, { additionalProperties: false })
+
+export const BreakerSchema = T.Object(
+  {
+    ...ResilienceFields,
+    sync_interval_ms: T.Optional(T.Integer({ minimum: 50, maximum: 1000 })),
+    stale_cache: T.Optional(T.Boolean()),
+    providers: T.Optional(T.Record(T.String({ minLength: 1 }), ResilienceSchema)),
+    models: T.Optional(T.Record(T.String({ minLength: 1 }), ResilienceSchema)),
+  },
+  { additionalProperties: false },
+)
+
 export const ConfigFileSchema = T.Object(
   {
     server: T.Optional(
@@ -163,6 +210,7 @@ export const ConfigFileSchema = T.Object(
       ),
     ),
     cache: T.Optional(CacheSchema),
+    breaker: T.Optional(BreakerSchema),
   },
   { additionalProperties: false },
 )
@@ -174,3 +222,4 @@ export type Pricing = Static<typeof PricingSchema>
 export type TierLimits = Required<Static<typeof TierSchema>>
 export type GlobalLimits = Required<Static<typeof GlobalSchema>>
 export type CacheRuleFile = Static<typeof CacheRuleSchema>
+export type ResilienceFile = Static<typeof ResilienceSchema>

@@ -5,12 +5,21 @@
  */
 import { Value } from '@sinclair/typebox/value'
 import {
+  type BreakerPolicy,
+  defaultBreakerPolicy,
+  defaultRetryPolicy,
+  defaultTimeouts,
+  type RetryPolicy,
+  type TimeoutLimits,
+} from '../plugins/breaker'
+import {
   type CacheRuleFile,
   type ConfigFile,
   ConfigFileSchema,
   type GlobalLimits,
   type Pricing,
   type ProviderConfig,
+  type ResilienceFile,
   type TierLimits,
 } from './config-schema'
 
@@ -33,6 +42,12 @@ export interface CacheRuleConfig {
   mode: 'deterministic' | 'always' | 'never'
   ttlMs: number
   namespace: 'user' | 'shared'
+}
+
+/** Retries and time limits of one model's upstream calls. */
+export interface ModelResilience {
+  retry: RetryPolicy
+  timeouts: TimeoutLimits
 }
 
 export interface Config {
@@ -78,6 +93,17 @@ export interface Config {
     embeddings: CacheRuleConfig
     /** Per-model overrides of the rule of the model's kind. */
     models: Record<string, Partial<CacheRuleConfig>>
+  }
+  breaker: {
+    /** The policy of a target no model names (config resolves one per target below). */
+    policy: BreakerPolicy
+    /** Per breaker target (`breakerTarget(model)`): defaults, then provider, then model overrides. */
+    targets: Record<string, BreakerPolicy>
+    /** Per model name, resolved the same way. */
+    models: Record<string, ModelResilience>
+    syncIntervalMs: number
+    /** Whether a stale cache entry answers when no upstream can. */
+    staleCache: boolean
   }
   /** Where the file came from, for the startup log. */
   source: string | null
@@ -282,6 +308,84 @@ function resolveCache(file: ConfigFile, models: Record<string, ModelConfig>): Co
   }
 }
 
+/** The breaker a model's calls go through: one per provider and upstream model. */
+export function breakerTarget(model: Pick<ModelConfig, 'provider' | 'upstreamModel'>): string {
+  return `${model.provider}:${model.upstreamModel}`
+}
+
+/** Applies one level of breaker settings (file keys) over resolved ones. */
+function overlay(base: BreakerPolicy & ModelResilience, level: ResilienceFile | undefined) {
+  if (!level) return base
+  const defined = <V extends object>(value: V) =>
+    Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<V>
+  const { timeouts: t = {}, retries: r = {} } = level
+  return {
+    ...base,
+    ...defined({
+      windowMs: level.window_ms,
+      failureThreshold: level.failure_threshold,
+      failureRateThreshold: level.failure_rate,
+      minimumCalls: level.minimum_calls,
+      cooldownMs: level.cooldown_ms,
+      maxCooldownMs: level.max_cooldown_ms,
+      halfOpenMaxProbes: level.half_open_probes,
+      successThreshold: level.success_threshold,
+    }),
+    timeouts: {
+      ...base.timeouts,
+      ...defined({ connectMs: t.connect_ms, ttftMs: t.ttft_ms, idleMs: t.idle_ms, totalMs: t.total_ms }),
+    },
+    retry: {
+      ...base.retry,
+      ...defined({
+        maxRetries: r.max_retries,
+        backoffBaseMs: r.backoff_base_ms,
+        backoffCapMs: r.backoff_cap_ms,
+        retryAfterCapMs: r.retry_after_cap_ms,
+      }),
+    },
+  }
+}
+
+function resolveBreaker(
+  file: ConfigFile,
+  providers: Config['providers'],
+  models: Record<string, ModelConfig>,
+): Config['breaker'] {
+  const section = file.breaker ?? {}
+  for (const [scope, names, known] of [
+    ['providers', section.providers, providers],
+    ['models', section.models, models],
+  ] as const) {
+    for (const name of Object.keys(names ?? {}))
+      if (!(name in known))
+        throw new ConfigError(`config: breaker.${scope}.${name}: no ${scope.slice(0, -1)} named "${name}"`)
+  }
+  const base = overlay(
+    { ...defaultBreakerPolicy, timeouts: defaultTimeouts, retry: defaultRetryPolicy },
+    section,
+  )
+  const { timeouts: _timeouts, retry: _retry, ...policy } = base
+  const breaker: Config['breaker'] = {
+    policy,
+    targets: {},
+    models: {},
+    syncIntervalMs: section.sync_interval_ms ?? 500,
+    staleCache: section.stale_cache ?? true,
+  }
+  for (const model of Object.values(models)) {
+    const { timeouts, retry, ...policy } = overlay(
+      overlay(base, section.providers?.[model.provider]),
+      section.models?.[model.name],
+    )
+    if (policy.cooldownMs > policy.maxCooldownMs)
+      throw new ConfigError(`config: breaker: cooldown_ms of ${model.name} exceeds its max_cooldown_ms`)
+    breaker.targets[breakerTarget(model)] = policy
+    breaker.models[model.name] = { timeouts, retry }
+  }
+  return breaker
+}
+
 /** Builds the Config from an environment and an already-parsed config file. */
 export function buildConfig(env: Env, rawFile: unknown = {}, source: string | null = null): Config {
   const file = checkFile(rawFile)
@@ -345,6 +449,7 @@ export function buildConfig(env: Env, rawFile: unknown = {}, source: string | nu
     },
     ledger: resolveLedger(file, dataDir),
     cache: resolveCache(file, models),
+    breaker: resolveBreaker(file, providers, models),
     source,
   }
 }

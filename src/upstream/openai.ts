@@ -233,6 +233,7 @@ export class OpenAIProvider implements Provider {
     } catch (error) {
       throw this.failure(error, context, deadline, 'connect')
     }
+    context.onResponse?.()
     if (!response.ok) throw await this.httpError(response, context, deadline)
     return response
   }

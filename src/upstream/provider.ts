@@ -86,6 +86,11 @@ export interface CallContext {
   signal: AbortSignal
   /** Headers to forward upstream (request id, traceparent). */
   headers?: Record<string, string>
+  /**
+   * Called when the upstream's response headers arrive: the end of the connect phase the
+   * caller may time separately. Providers without a network hop never call it.
+   */
+  onResponse?: () => void
 }
 
 export interface Provider {
