@@ -9,6 +9,7 @@ import { breaker, breakerAdmin, breakerHealthCheck } from '../plugins/breaker'
 import { cache, cacheAdmin } from '../plugins/cache'
 import { cost, costAdmin } from '../plugins/cost'
 import { exchange } from '../plugins/exchange'
+import { observability } from '../plugins/observability'
 import { quota } from '../plugins/quota'
 import { log } from './log'
 import { docsRoutes } from './routes/docs'
@@ -57,6 +58,27 @@ export function createApp(
     onUnexpectedError: (error) =>
       log.error('unhandled error', { error: String(error), stack: (error as Error).stack }),
   })
+  // Before the other plugins, so they can report through `metrics`; used right after the spine.
+  const telemetry = observability({
+    hub: settlements,
+    version: pkg.version,
+    log: config.observability.logRequests ? log : null,
+    logBodies: config.observability.logBodies,
+    quietPaths: config.observability.quietPaths,
+    models: Object.keys(config.models),
+    tiers: Object.keys(config.tiers),
+    metricsToken: config.observability.metricsToken,
+    processMetrics: config.observability.processMetrics,
+    dailyCostAlertUsd: config.observability.dailyCostAlertUsd,
+    dependencyTimeoutMs: config.observability.dependencyTimeoutMs,
+    dependencies: [
+      { name: 'database', ping: () => database.ping() },
+      ...(runtime.store.kind === 'redis' ? [{ name: 'redis', ping: () => runtime.store.ping() }] : []),
+    ],
+    otlp: config.observability.otlp,
+    onError: (error) => log.error('observability error', { error: String(error) }),
+  })
+  const metrics = telemetry.decorator.metrics
   const keys = new ApiKeys({
     db: database.db,
     cacheTtlMs: config.auth.keyCacheTtlMs,
@@ -103,8 +125,13 @@ export function createApp(
     onEvent: (event) => event.type === 'transition' && log.warn('breaker transition', { ...event }),
   })
   const circuits = breakers.decorator.breakers
+  // Plugins that keep running totals are read at each scrape.
+  metrics.readCache(() => answers.stats())
+  metrics.readLedger(() => ledger.stats())
+  metrics.readBreakers(() => circuits.list())
   return new Elysia({ name: 'tollgate' })
     .use(spine)
+    .use(telemetry)
     .use(quotas)
     .use(caching)
     .use(costs)

@@ -153,6 +153,45 @@ export const BreakerSchema = T.Object(
   { additionalProperties: false },
 )
 
+/** Metrics, request logs, tracing and the alert thresholds the gateway exports. */
+export const ObservabilitySchema = T.Object(
+  {
+    metrics: T.Optional(
+      T.Object(
+        {
+          bearer_token_env: T.Optional(Nullable(T.String({ minLength: 1 }))),
+          process_metrics: T.Optional(T.Boolean()),
+          dependency_timeout_ms: T.Optional(PositiveInt),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    logs: T.Optional(
+      T.Object(
+        {
+          requests: T.Optional(T.Boolean()),
+          request_bodies: T.Optional(T.Boolean()),
+          quiet_paths: T.Optional(T.Array(T.String({ pattern: '^/' }))),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    tracing: T.Optional(
+      T.Object(
+        {
+          service_name: T.Optional(T.String({ minLength: 1 })),
+          sample_ratio: T.Optional(T.Number({ minimum: 0, maximum: 1 })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    alerts: T.Optional(
+      T.Object({ daily_cost_usd: T.Optional(Nullable(NonNegative)) }, { additionalProperties: false }),
+    ),
+  },
+  { additionalProperties: false },
+)
+
 export const ConfigFileSchema = T.Object(
   {
     server: T.Optional(
@@ -181,6 +220,7 @@ export const ConfigFileSchema = T.Object(
     models: T.Optional(T.Record(T.String({ minLength: 1 }), ModelSchema)),
     tiers: T.Optional(T.Record(T.String({ minLength: 1 }), TierSchema)),
     global: T.Optional(GlobalSchema),
+    observability: T.Optional(ObservabilitySchema),
     quota: T.Optional(
       T.Object(
         {

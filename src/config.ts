@@ -105,6 +105,19 @@ export interface Config {
     /** Whether a stale cache entry answers when no upstream can. */
     staleCache: boolean
   }
+  /** Metrics, request logs and tracing (plugins/observability). */
+  observability: {
+    /** Bearer token `GET /metrics` requires; null leaves it open. */
+    metricsToken: string | null
+    processMetrics: boolean
+    dependencyTimeoutMs: number
+    logRequests: boolean
+    logBodies: boolean
+    quietPaths: string[]
+    /** Set when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is: spans are exported over OTLP/HTTP. */
+    otlp: { url: string; serviceName: string; sampleRatio: number } | null
+    dailyCostAlertUsd: number | null
+  }
   /** Where the file came from, for the startup log. */
   source: string | null
 }
@@ -386,6 +399,38 @@ function resolveBreaker(
   return breaker
 }
 
+/** OTLP's own variables: a traces endpoint as it is, or the base endpoint plus `/v1/traces`. */
+function otlpTracesUrl(env: Env): string | null {
+  if (env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) return env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+  if (!env.OTEL_EXPORTER_OTLP_ENDPOINT) return null
+  return `${env.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, '')}/v1/traces`
+}
+
+function resolveObservability(file: ConfigFile, env: Env): Config['observability'] {
+  const { metrics = {}, logs = {}, tracing = {}, alerts = {} } = file.observability ?? {}
+  const tokenEnv = metrics.bearer_token_env ?? null
+  const metricsToken = tokenEnv ? env[tokenEnv] || null : null
+  if (tokenEnv && !metricsToken)
+    throw new ConfigError(`observability.metrics.bearer_token_env: ${tokenEnv} is not set in the environment`)
+  const url = otlpTracesUrl(env)
+  return {
+    metricsToken,
+    processMetrics: metrics.process_metrics ?? true,
+    dependencyTimeoutMs: metrics.dependency_timeout_ms ?? 1000,
+    logRequests: logs.requests ?? true,
+    logBodies: logs.request_bodies ?? false,
+    quietPaths: logs.quiet_paths ?? ['/metrics', '/health/live', '/health/ready', '/health/startup'],
+    otlp: url
+      ? {
+          url,
+          serviceName: env.OTEL_SERVICE_NAME || tracing.service_name || 'tollgate',
+          sampleRatio: tracing.sample_ratio ?? 1,
+        }
+      : null,
+    dailyCostAlertUsd: alerts.daily_cost_usd ?? null,
+  }
+}
+
 /** Builds the Config from an environment and an already-parsed config file. */
 export function buildConfig(env: Env, rawFile: unknown = {}, source: string | null = null): Config {
   const file = checkFile(rawFile)
@@ -450,6 +495,7 @@ export function buildConfig(env: Env, rawFile: unknown = {}, source: string | nu
     ledger: resolveLedger(file, dataDir),
     cache: resolveCache(file, models),
     breaker: resolveBreaker(file, providers, models),
+    observability: resolveObservability(file, env),
     source,
   }
 }
