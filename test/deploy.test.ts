@@ -74,7 +74,15 @@ const ciBunMajor = ciRun.match(/^BUN_MAJOR=(\d+)$/m)?.[1]
 
 describe('compose.yaml', () => {
   test('runs the gateway with Redis 7.0 and Postgres 15, the versions CI tests against', () => {
-    expect(Object.keys(compose.services).sort()).toEqual(['postgres', 'redis', 'tollgate'])
+    // Next to them, the monitoring stack (test/deploy-observability.test.ts holds it to its files).
+    expect(Object.keys(compose.services).sort()).toEqual([
+      'grafana',
+      'jaeger',
+      'postgres',
+      'prometheus',
+      'redis',
+      'tollgate',
+    ])
     expect(service('tollgate').build).toBe('.')
     expect(service('redis').image).toBe('redis:7.0')
     expect(service('postgres').image).toBe('postgres:15')
@@ -213,7 +221,11 @@ describe('.ci/run', () => {
 
 describe('deploy/tollgate.example.yaml', () => {
   test('loads through buildConfig', () => {
-    const config = buildConfig({ OPENAI_API_KEY: 'sk-test' }, example, 'deploy/tollgate.example.yaml')
+    const config = buildConfig(
+      { OPENAI_API_KEY: 'sk-test', METRICS_TOKEN: 'example-token' },
+      example,
+      'deploy/tollgate.example.yaml',
+    )
     expect(Object.keys(config.models)).toContain('sim-1')
   })
 
