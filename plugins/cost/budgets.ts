@@ -31,7 +31,7 @@ export interface MonthlyBudget {
 export const monthlyBudgetNote = 'monthly-budget'
 
 /** The override field of a key's monthly budget: a decimal USD string (or a number). */
-export const keyBudgetField = 'monthly_budget_usd'
+const keyBudgetField = 'monthly_budget_usd'
 
 export function keyBudgetOf(overrides: Record<string, unknown>): bigint {
   const value = overrides[keyBudgetField]
