@@ -5,26 +5,30 @@
  * hits per second the gateway serves. `bun bench/cache.ts`; writes bench/results/cache.json
  * and prints a Markdown table.
  *
- * Every server is its own process (this file, re-run with `--serve <role>`), so the load
- * generator never shares an event loop with what it measures. Latency is measured in the
- * open model: request i is due at start + i/rate and its latency counts from that due time,
- * so a stall delays (and is charged to) every request behind it. Throughput is a closed loop
- * of 32 workers. The gateway runs with every plugin on (auth, quota with limits set, cache,
- * ledger into a throwaway Postgres database).
+ * Every server is its own process (bench/cache-servers.ts), so the load generator never
+ * shares an event loop with what it measures. Latency is measured in the open model: request
+ * i is due at start + i/rate and its latency counts from that due time, so a stall delays
+ * (and is charged to) every request behind it. Throughput is a closed loop of 32 workers.
+ * The gateway runs with every plugin on (auth, quota with limits set, cache, ledger into a
+ * throwaway Postgres database). Last, the cache alone (bench/cache-lookup.ts): what a hit
+ * costs beyond the request the gateway serves anyway.
+ *
+ * Environment: BENCH_REDIS_URL (default redis://127.0.0.1:6379; a private redis-server keeps
+ * other traffic out of the numbers), BENCH_POSTGRES_URL (a server where a throwaway database
+ * may be created), BENCH_RATE (1000) and BENCH_SECONDS (5).
  */
 import { mkdir } from 'node:fs/promises'
-import { cpus } from 'node:os'
+import { cpus, loadavg } from 'node:os'
 import { join } from 'node:path'
 import type { Subprocess } from 'bun'
 import postgres from 'postgres'
+import { type LookupRun, lookupAlone } from './cache-lookup'
+import { MODEL, REDIS_URL, type Ready } from './cache-servers'
 
 const RATE = Number(process.env.BENCH_RATE ?? 1000)
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5)
 const CONCURRENCY = 32
-const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
 const POSTGRES_URL = process.env.BENCH_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
-const ADMIN_KEY = 'bench-admin-key-0123456789'
-const MODEL = 'bench-1'
 const chatBody = JSON.stringify({
   model: MODEL,
   temperature: 0,
@@ -32,60 +36,8 @@ const chatBody = JSON.stringify({
   messages: [{ role: 'user', content: 'Say hello in eight words.' }],
 })
 
-interface Ready {
-  url: string
-  key?: string
-}
-
-/** `--serve <role>`: one server of the bench, announcing itself with one JSON line. */
-async function serve(role: string, arg: string | undefined): Promise<void> {
-  const { setLogLevel } = await import('../src/log')
-  setLogLevel('silent')
-  const announce = (ready: Ready) => console.log(JSON.stringify(ready))
-  if (role === 'sim') {
-    const { startSimServer } = await import('../src/upstream/sim-server')
-    const sim = await startSimServer({ port: 0 })
-    return announce({ url: sim.url.replace(/\/v1$/, '') })
-  }
-  if (role === 'bare') {
-    const body = Buffer.from(arg ?? '', 'base64')
-    const headers = { 'content-type': 'application/json' }
-    const server = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: () => new Response(body, { headers }) })
-    return announce({ url: `http://127.0.0.1:${server.port}` })
-  }
-  const { createApp } = await import('../src/app')
-  const { buildConfig } = await import('../src/config')
-  const { createRuntime } = await import('../src/runtime')
-  const [store, simUrl, databaseUrl] = (arg ?? '').split(' ')
-  const limits = { requests_per_minute: 1e8, requests_per_hour: 1e9, requests_per_day: 1e9 }
-  const config = buildConfig(
-    {
-      ADMIN_API_KEY: ADMIN_KEY,
-      DATABASE_URL: databaseUrl,
-      ...(store === 'redis' ? { REDIS_URL } : {}),
-    },
-    {
-      providers: { upstream: { type: 'openai', base_url: `${simUrl}/v1` } },
-      models: {
-        [MODEL]: { provider: 'upstream', upstream_model: 'sim-1', pricing: { input: 0.5, output: 1.5 } },
-      },
-      tiers: { enterprise: { ...limits, tokens_per_day: 1e12, cost_per_day_usd: 1e9, concurrent: 1e6 } },
-      global: { concurrent: 1e6, requests_per_hour: 1e9, cost_per_day_usd: 1e9 },
-      cache: { responses: { ttl_seconds: 600 }, stale_seconds: 0 },
-    },
-  )
-  const runtime = await createRuntime(config)
-  const { RedisStore } = await import('../plugins/store')
-  if (runtime.store instanceof RedisStore && !(await runtime.store.waitUntilAvailable(5_000)))
-    throw new Error(`Redis at ${REDIS_URL} does not answer`)
-  const app = createApp(runtime).listen({ port: 0, hostname: '127.0.0.1' })
-  const url = `http://127.0.0.1:${app.server!.port}`
-  const created = await fetch(`${url}/admin/keys`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ user_id: `bench-${store}`, name: 'bench', tier: 'enterprise' }),
-  })
-  announce({ url, key: ((await created.json()) as { key: string }).key })
+interface Server extends Ready {
+  pid: number
 }
 
 const children = new Set<Subprocess>()
@@ -93,8 +45,8 @@ process.on('exit', () => {
   for (const child of children) child.kill('SIGKILL')
 })
 
-async function spawn(role: string, arg = ''): Promise<Ready> {
-  const child = Bun.spawn(['bun', import.meta.path, '--serve', role, arg], {
+async function spawn(role: string, arg = ''): Promise<Server> {
+  const child = Bun.spawn(['bun', join(import.meta.dir, 'cache-servers.ts'), role, arg], {
     stdout: 'pipe',
     stderr: 'inherit',
   })
@@ -107,7 +59,15 @@ async function spawn(role: string, arg = ''): Promise<Ready> {
     text += new TextDecoder().decode(value)
   }
   reader.releaseLock()
-  return JSON.parse(text.slice(0, text.indexOf('\n'))) as Ready
+  return { ...(JSON.parse(text.slice(0, text.indexOf('\n'))) as Ready), pid: child.pid }
+}
+
+/** CPU time a process has used so far, in µs (utime + stime of /proc/<pid>/stat). */
+async function cpuMicros(pid: number): Promise<number> {
+  const stat = await Bun.file(`/proc/${pid}/stat`).text()
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  // Fields 14 and 15 of the file (utime, stime), in clock ticks of 10 ms on Linux.
+  return (Number(fields[11]) + Number(fields[12])) * 10_000
 }
 
 interface Target {
@@ -115,6 +75,8 @@ interface Target {
   url: string
   headers: Record<string, string>
   body?: string
+  /** The process that answers it, whose CPU time per request is measured. */
+  server: Server
 }
 
 interface Run {
@@ -127,6 +89,8 @@ interface Run {
   p90: number
   p99: number
   max: number
+  /** CPU time of the answering process per request, in µs: independent of how busy the machine is. */
+  serverCpuUs: number
 }
 
 async function send(target: Target): Promise<boolean> {
@@ -139,16 +103,28 @@ async function send(target: Target): Promise<boolean> {
   return response.status === 200
 }
 
-function summarize(target: string, latencies: number[], failed: number, seconds: number): Run {
+function summarize(target: string, latencies: number[], failed: number, seconds: number, cpuUs: number): Run {
   const sorted = Float64Array.from(latencies).sort()
   const at = (q: number) => Math.round((sorted[Math.ceil(q * sorted.length) - 1] ?? 0) * 1000) / 1000
   const rate = Math.round(sorted.length / seconds)
-  return { target, ok: sorted.length, failed, rate, p50: at(0.5), p90: at(0.9), p99: at(0.99), max: at(1) }
+  const serverCpuUs = Math.round(cpuUs / Math.max(1, sorted.length + failed))
+  return {
+    target,
+    ok: sorted.length,
+    failed,
+    rate,
+    p50: at(0.5),
+    p90: at(0.9),
+    p99: at(0.99),
+    max: at(1),
+    serverCpuUs,
+  }
 }
 
 /** Fixed rate, latency from each request's due time. */
 async function openLoop(target: Target, rate: number, seconds: number): Promise<Run> {
   const total = Math.round(rate * seconds)
+  const cpuBefore = await cpuMicros(target.server.pid)
   const latencies: number[] = []
   const pending: Array<Promise<void>> = []
   let failed = 0
@@ -170,13 +146,15 @@ async function openLoop(target: Target, rate: number, seconds: number): Promise<
     setTimeout(tick, 5)
   })
   await Promise.all(pending)
-  return summarize(target.name, latencies, failed, (performance.now() - start) / 1000)
+  const cpu = (await cpuMicros(target.server.pid)) - cpuBefore
+  return summarize(target.name, latencies, failed, (performance.now() - start) / 1000, cpu)
 }
 
 /** N workers back to back: the most answers per second. */
 async function closedLoop(target: Target, concurrency: number, seconds: number): Promise<Run> {
   const latencies: number[] = []
   let failed = 0
+  const cpuBefore = await cpuMicros(target.server.pid)
   const start = performance.now()
   const end = start + seconds * 1000
   const worker = async () => {
@@ -187,10 +165,13 @@ async function closedLoop(target: Target, concurrency: number, seconds: number):
     }
   }
   await Promise.all(Array.from({ length: concurrency }, worker))
-  return summarize(target.name, latencies, failed, (performance.now() - start) / 1000)
+  const cpu = (await cpuMicros(target.server.pid)) - cpuBefore
+  return summarize(target.name, latencies, failed, (performance.now() - start) / 1000, cpu)
 }
 
 async function main(): Promise<void> {
+  // On a shared machine the numbers mean little without this next to them.
+  const loadAtStart = loadavg()[0] ?? 0
   const admin = postgres(POSTGRES_URL, { max: 1, onnotice: () => {} })
   const database = `bench_cache_${Date.now().toString(36)}`
   await admin.unsafe(`create database "${database}"`)
@@ -199,8 +180,9 @@ async function main(): Promise<void> {
     const sim = await spawn('sim')
     const memory = await spawn('gateway', `memory ${sim.url} ${databaseUrl}`)
     const redis = await spawn('gateway', `redis ${sim.url} ${databaseUrl}`)
-    const hit = (name: string, gateway: Ready, stream = false): Target => ({
+    const hit = (name: string, gateway: Server, stream = false): Target => ({
       name,
+      server: gateway,
       url: `${gateway.url}/v1/chat/completions`,
       headers: { authorization: `Bearer ${gateway.key}`, 'content-type': 'application/json' },
       body: stream ? JSON.stringify({ ...JSON.parse(chatBody), stream: true }) : chatBody,
@@ -221,9 +203,15 @@ async function main(): Promise<void> {
       else await response.arrayBuffer()
     }
     const bare = await spawn('bare', Buffer.from(cachedBody).toString('base64'))
-    const baseline: Target = { name: 'bare HTTP round trip (same bytes)', url: bare.url, headers: {} }
+    const baseline: Target = {
+      name: 'bare HTTP round trip (same bytes)',
+      url: bare.url,
+      headers: {},
+      server: bare,
+    }
     const direct: Target = {
       name: 'direct upstream call (simulator)',
+      server: sim,
       url: `${sim.url}/v1/chat/completions`,
       headers: { 'content-type': 'application/json' },
       body: chatBody,
@@ -234,6 +222,7 @@ async function main(): Promise<void> {
     for (const target of order) latency.push(await openLoop(target, RATE, SECONDS))
     const throughput: Run[] = []
     for (const target of order) throughput.push(await closedLoop(target, CONCURRENCY, SECONDS))
+    const lookups = [await lookupAlone('memory', REDIS_URL), await lookupAlone('redis', REDIS_URL)]
     const added = (name: string) =>
       Math.round((latency.find((run) => run.target === name)!.p99 - latency[0]!.p99) * 1000) / 1000
     const result = {
@@ -242,16 +231,20 @@ async function main(): Promise<void> {
         cpu: cpus()[0]?.model ?? 'unknown',
         bun: Bun.version,
         date: new Date().toISOString(),
+        loadAverageAtStart: loadAtStart,
+        loadAverageAtEnd: loadavg()[0] ?? 0,
       },
-      settings: { rate: RATE, seconds: SECONDS, concurrency: CONCURRENCY },
+      settings: { rate: RATE, seconds: SECONDS, concurrency: CONCURRENCY, redisUrl: REDIS_URL },
       latency,
       throughput,
+      lookups,
       addedP99Ms: { memory: added(targets.memory.name), redis: added(targets.redis.name) },
       targetMet: added(targets.redis.name) < 1,
     }
     await mkdir(join(import.meta.dir, 'results'), { recursive: true })
     await Bun.write(join(import.meta.dir, 'results', 'cache.json'), `${JSON.stringify(result, null, 2)}\n`)
     console.log(table(result.latency, result.throughput, result.addedP99Ms))
+    console.log(lookupTable(lookups))
   } finally {
     for (const child of children) child.kill('SIGKILL')
     await Promise.all([...children].map((child) => child.exited))
@@ -264,19 +257,30 @@ function table(latency: Run[], throughput: Run[], added: { memory: number; redis
   const rows = latency.map((run, i) => {
     const closed = throughput[i]!
     const failures = run.failed + closed.failed
-    return `| ${run.target} | ${run.p50} | ${run.p90} | ${run.p99} | ${run.max} | ${closed.rate} | ${closed.p99} | ${failures} |`
+    const cells = [run.p50, run.p90, run.p99, run.max, run.serverCpuUs, closed.rate, closed.p99, failures]
+    return `| ${run.target} | ${cells.join(' | ')} |`
   })
   return [
     `Open loop at ${RATE} req/s for ${SECONDS} s (ms, from the due time); closed loop of ${CONCURRENCY} workers for ${SECONDS} s.`,
     '',
-    '| target | p50 | p90 | p99 | max | closed req/s | closed p99 | failed |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| target | p50 | p90 | p99 | max | server CPU µs/req | closed req/s | closed p99 | failed |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...rows,
     '',
     `Added p99 over the bare round trip at ${RATE} req/s: memory ${added.memory} ms, Redis ${added.redis} ms (target: < 1 ms with Redis).`,
-    `Machine: ${cpus().length} cores (${cpus()[0]?.model}), Bun ${Bun.version}.`,
+    `Machine: ${cpus().length} cores (${cpus()[0]?.model}), Bun ${Bun.version}, load average ${loadavg()[0]?.toFixed(2)} at the end.`,
   ].join('\n')
 }
 
-if (process.argv[2] === '--serve') await serve(process.argv[3]!, process.argv[4])
-else await main()
+function lookupTable(runs: LookupRun[]): string {
+  return [
+    '',
+    'The cache alone (lookup + claim of a stored answer, in process, one at a time):',
+    '',
+    '| store | p50 µs | p99 µs | CPU µs/lookup |',
+    '| --- | ---: | ---: | ---: |',
+    ...runs.map((run) => `| ${run.store} | ${run.p50Us} | ${run.p99Us} | ${run.cpuUs} |`),
+  ].join('\n')
+}
+
+await main()
