@@ -134,7 +134,8 @@ describe('concurrency leases', () => {
 test('a SIGKILLed instance cannot settle: its lease frees itself at quota.lease_ttl_ms', async () => {
   const redis = await startRedisServer()
   const databaseUrl = await requirePostgres()
-  const env = { REDIS_URL: redis.url, DATABASE_URL: databaseUrl }
+  // One key prefix for both, so the survivor sees the lease the doomed process took.
+  const env = { REDIS_URL: redis.url, DATABASE_URL: databaseUrl, REDIS_KEY_PREFIX: 'tg:' }
   const [doomed, survivor] = await Promise.all([
     startGatewayProcess({ env, file: configFile(1500) }),
     startGateway({ env, file: configFile() }),
