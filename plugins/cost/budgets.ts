@@ -60,6 +60,9 @@ export class BudgetBook {
     monthEndsAt: 0,
   }
   private timer: ReturnType<typeof setInterval> | null = null
+  /** Refreshes started and applied: a slow older one must not overwrite a newer one's book. */
+  private started = 0
+  private applied = 0
   /** When the book was last read in full, or null before the first success. */
   loadedAt: Date | null = null
   lastError: string | null = null
@@ -98,6 +101,7 @@ export class BudgetBook {
 
   /** Re-reads every budget and the month-to-date spend of the budgeted users and keys. */
   async refresh(): Promise<void> {
+    const generation = ++this.started
     try {
       const nowMs = this.now()
       const month = monthOf(nowMs)
@@ -115,11 +119,15 @@ export class BudgetBook {
         const limit = keyBudgetOf(row.overrides)
         if (limit > 0n) keys.set(row.id, limit)
       }
+      const userSpent = await this.userSpent([...users.keys()], month.firstDay)
+      const keySpent = await this.keySpent([...keys.keys()], month.firstDay)
+      if (generation < this.applied) return
+      this.applied = generation
       this.snapshot = {
         users,
         keys,
-        userSpent: await this.userSpent([...users.keys()], month.firstDay),
-        keySpent: await this.keySpent([...keys.keys()], month.firstDay),
+        userSpent,
+        keySpent,
         monthEndsAt: Date.parse(month.firstDay) + month.daysInMonth * dayMs,
       }
       this.loadedAt = new Date(nowMs)
