@@ -66,6 +66,8 @@ export class BudgetBook {
   /** When the book was last read in full, or null before the first success. */
   loadedAt: Date | null = null
   lastError: string | null = null
+  /** Settles when the first read has succeeded or failed; admission waits for it once. */
+  firstLoad: Promise<void> = Promise.resolve()
 
   constructor(
     private readonly db: Db,
@@ -77,7 +79,16 @@ export class BudgetBook {
   start(): Promise<void> {
     this.timer ??= setInterval(() => void this.refresh(), this.refreshMs)
     this.timer.unref?.()
-    return this.refresh()
+    this.firstLoad = this.refresh()
+    return this.firstLoad
+  }
+
+  /**
+   * Whether the book has been read. Until then budgets are unknown, and admission is told
+   * nothing about them (rather than "none"), so their counters in Redis stay as they are.
+   */
+  get known(): boolean {
+    return this.loadedAt !== null
   }
 
   stop(): void {

@@ -152,15 +152,17 @@ export function cost({
 
   return new Elysia({ name: 'tollgate/cost', seed: ledger.id })
     .decorate('ledger', ledger)
-    .onBeforeHandle({ as: 'global' }, function prepareLedger(context) {
+    .onBeforeHandle({ as: 'global' }, async function prepareLedger(context) {
       // Runs after auth (a transform hook) and before the route reserves quota.
       const { exchange } = context as { exchange?: unknown }
-      if (!(exchange instanceof Exchange) || exchange.principal === null) return
-      exchange.notes.set(monthlyBudgetNote, ledger.budgets.of(exchange.principal))
-      if (context.request.headers.get('x-request-id') === exchange.id) exchange.notes.set(clientIdNote, true)
-      if (!guarded.has(exchange.path)) return
+      if (!(exchange instanceof Exchange) || exchange.principal === null || !guarded.has(exchange.path))
+        return
       if (ledger.refusing) throw backlogFull
+      if (context.request.headers.get('x-request-id') === exchange.id) exchange.notes.set(clientIdNote, true)
       ledger.track(exchange)
+      // Only the first requests of an instance wait, for the budget book's first read.
+      if (!ledger.budgets.known) await ledger.budgets.firstLoad
+      if (ledger.budgets.known) exchange.notes.set(monthlyBudgetNote, ledger.budgets.of(exchange.principal))
     })
     .onAfterResponse({ as: 'global' }, function releaseUnsettled(context) {
       const { exchange, code } = context as { exchange?: unknown; code?: unknown }
