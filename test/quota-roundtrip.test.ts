@@ -106,7 +106,11 @@ beforeAll(async () => {
   redis = await startRedisServer()
   proxy = startProxy(redis.port)
   gateway = await startGateway({
-    env: { REDIS_URL: `redis://127.0.0.1:${proxy.port}`, DATABASE_URL: await requirePostgres(), REDIS_KEY_PREFIX: 'tg:' },
+    env: {
+      REDIS_URL: `redis://127.0.0.1:${proxy.port}`,
+      DATABASE_URL: await requirePostgres(),
+      REDIS_KEY_PREFIX: 'tg:',
+    },
   })
   await storeReady(gateway.runtime.store)
   direct = createClient({ url: redis.url })

@@ -8,6 +8,7 @@ import { createApp } from '../../src/app'
 import { buildConfig, type Env } from '../../src/config'
 import { setLogLevel } from '../../src/log'
 import { createRuntime, type Runtime, type RuntimeOverrides } from '../../src/runtime'
+import { requirePostgres } from './db'
 
 export const adminKey = 'test-admin-key-0123456789'
 
@@ -32,10 +33,19 @@ export async function startGateway({
   ...overrides
 }: GatewayOptions = {}): Promise<Gateway> {
   setLogLevel('silent')
-  // A key prefix of its own keeps this gateway's counters and leases (global ones too) apart
-  // from every other test and benchmark sharing the Redis.
+  // Postgres unless a test asks otherwise: a PGlite per gateway costs seconds to open on a
+  // loaded machine (the embedded path has tests of its own). A key prefix of its own keeps
+  // this gateway's counters and leases (global ones too) apart from every other test and
+  // benchmark sharing the Redis.
+  const database = overrides.database || env.DATABASE_URL ? {} : { DATABASE_URL: await requirePostgres() }
   const config = buildConfig(
-    { ADMIN_API_KEY: adminKey, DATA_DIR: tempDataDir(), REDIS_KEY_PREFIX: `tgt:${crypto.randomUUID()}:`, ...env },
+    {
+      ADMIN_API_KEY: adminKey,
+      DATA_DIR: tempDataDir(),
+      REDIS_KEY_PREFIX: `tgt:${crypto.randomUUID()}:`,
+      ...database,
+      ...env,
+    },
     file,
   )
   const runtime = await createRuntime(config, overrides)
@@ -43,7 +53,7 @@ export async function startGateway({
   runtime.settlements.subscribe('trace', (exchange) => {
     settled.push(exchange)
   })
-  const app = createApp(runtime).listen({ port: 0, hostname: '127.0.0.1' })
+  const app = listenOnFreshPort(createApp(runtime))
   const url = `http://127.0.0.1:${app.server!.port}`
   return {
     url,
@@ -63,6 +73,24 @@ export async function startGateway({
       await app.stop(true)
       await runtime.close()
     },
+  }
+}
+
+/**
+ * Every test file runs in one process, whose fetch keeps connections alive per host:port. A
+ * gateway that gets the port of one stopped a moment ago can meet a pooled socket the old
+ * server closed (ECONNRESET), so a port is never used twice in a process.
+ */
+const usedPorts = new Set<number>()
+function listenOnFreshPort(app: ReturnType<typeof createApp>) {
+  for (;;) {
+    app.listen({ port: 0, hostname: '127.0.0.1' })
+    const port = app.server!.port!
+    if (!usedPorts.has(port)) {
+      usedPorts.add(port)
+      return app
+    }
+    app.server!.stop(true)
   }
 }
 
