@@ -7,8 +7,11 @@
  * latency per percentile and the throughput ratio. Target (issue 8): at 1,000 req/s, added
  * p50 under 0.3 ms and added p99 under 1 ms.
  */
+import { readdir } from 'node:fs/promises'
+import { join } from 'node:path'
 import { added, addedTable, compare, latencyTable } from './lib/compare'
 import { benchConcurrency, benchSeconds, profileDir } from './lib/env'
+import { profileMarkdown, summarizeProfile } from './lib/profile'
 import { startRecording } from './lib/report'
 import { directTarget, gatewayTarget, startStack } from './lib/setup'
 
@@ -34,6 +37,16 @@ try {
   await stack.close()
 }
 
+/** The gateway's profile, summarised by samples (see lib/profile.ts), when one was asked for. */
+async function profileSection(dir: string | undefined): Promise<string> {
+  if (!dir) return ''
+  const files = (await readdir(dir)).filter((file) => file.endsWith('.cpuprofile')).sort()
+  const latest = files.at(-1)
+  if (!latest) return ''
+  const summary = summarizeProfile(await Bun.file(join(dir, latest)).json())
+  return `Gateway CPU profile (${summary.samples} samples of 1 ms over the whole run, ${latest}):\n\n${profileMarkdown(summary)}`
+}
+
 const rows = added(steps)
 const at1000 = rows.find((row) => row.load === '1000 req/s')
 const targets = at1000
@@ -52,5 +65,6 @@ await recording.write(
     addedTable(rows),
     targets,
     max ? `Throughput at maximum: tollgate ${(max.throughputRatio * 100).toFixed(0)}% of direct.` : '',
+    await profileSection(profileDir()),
   ].join('\n\n'),
 )

@@ -16,11 +16,15 @@ import { updateReadme } from './lib/readme'
 /** Issue 8's order: the gateway's overhead first, then attribution, the peer, streams; then the plugin benches. */
 const preferred = ['overhead', 'plugins', 'peer', 'streams', 'cache', 'quota', 'ledger', 'breaker', 'tracing']
 
+/** Every bench/*.ts but this one and the helpers other benches import (`./cache-servers`, say). */
 async function available(): Promise<string[]> {
-  const files = await readdir(import.meta.dir)
-  const names = files
-    .filter((file) => file.endsWith('.ts') && file !== 'run.ts')
-    .map((file) => file.slice(0, -'.ts'.length))
+  const files = (await readdir(import.meta.dir)).filter((file) => file.endsWith('.ts') && file !== 'run.ts')
+  const imported = new Set<string>()
+  for (const file of files) {
+    const text = await Bun.file(join(import.meta.dir, file)).text()
+    for (const match of text.matchAll(/from '\.\/([\w-]+)(?:\.ts)?'/g)) imported.add(match[1]!)
+  }
+  const names = files.map((file) => file.slice(0, -'.ts'.length)).filter((name) => !imported.has(name))
   const rank = (name: string) => (preferred.includes(name) ? preferred.indexOf(name) : preferred.length)
   return names.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b))
 }

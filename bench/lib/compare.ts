@@ -6,6 +6,7 @@
  * per request: steadier than latency on a shared 2-core machine.
  */
 import { closedLoop, openLoop, type RunResult, type Target } from './load'
+import { waitForQuiet } from './machine'
 import { cpuMs } from './procs'
 import { delta, ms, table } from './report'
 
@@ -23,6 +24,8 @@ export interface Measured extends RunResult {
 export interface LoadStep {
   /** `500 req/s`, or `max (64 workers)` for the closed loop. */
   load: string
+  /** Busy share of the machine's cores just before the step (others' work), 0..1. */
+  busyBefore: number
   runs: Measured[]
 }
 
@@ -59,18 +62,20 @@ export async function compare(
   }
   const steps: LoadStep[] = []
   for (const rate of rates) {
+    const busyBefore = await waitForQuiet()
     console.log(`${rate} req/s for ${seconds} s`)
     const runs: Measured[] = []
     for (const subject of subjects)
       runs.push(await measure(subject, () => openLoop(subject.target, { rate, durationS: seconds })))
-    steps.push({ load: `${rate} req/s`, runs })
+    steps.push({ load: `${rate} req/s`, busyBefore, runs })
   }
   if (concurrency > 0) {
+    const busyBefore = await waitForQuiet()
     console.log(`max: ${concurrency} workers for ${seconds} s`)
     const runs: Measured[] = []
     for (const subject of subjects)
       runs.push(await measure(subject, () => closedLoop(subject.target, { concurrency, durationS: seconds })))
-    steps.push({ load: `max (${concurrency} workers)`, runs })
+    steps.push({ load: `max (${concurrency} workers)`, busyBefore, runs })
   }
   return steps
 }
@@ -112,8 +117,8 @@ export function added(steps: LoadStep[], baseline = 'direct'): Added[] {
 
 export function latencyTable(steps: LoadStep[]): string {
   const rows = steps.flatMap((step) =>
-    step.runs.map((run) => [
-      step.load,
+    step.runs.map((run, i) => [
+      i === 0 ? `${step.load} (machine ${Math.round(step.busyBefore * 100)}% busy before)` : step.load,
       run.target,
       run.achievedRate,
       run.errors

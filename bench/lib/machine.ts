@@ -38,3 +38,39 @@ export function machineInfo(): MachineInfo {
     dirty: git(['status', '--porcelain', '--', 'src', 'plugins', 'db']) !== '',
   }
 }
+
+/** Busy share of all cores over `ms`, from /proc/stat (0..1). */
+export async function cpuBusy(ms = 1000): Promise<number> {
+  const read = async () => {
+    const line = (await Bun.file('/proc/stat').text()).split('\n', 1)[0] ?? ''
+    const ticks = line.trim().split(/\s+/).slice(1).map(Number)
+    // idle and iowait are fields 4 and 5 of the cpu line.
+    const idle = (ticks[3] ?? 0) + (ticks[4] ?? 0)
+    return { idle, total: ticks.reduce((sum, n) => sum + n, 0) }
+  }
+  const before = await read()
+  await Bun.sleep(ms)
+  const after = await read()
+  const total = after.total - before.total
+  return total > 0 ? 1 - (after.idle - before.idle) / total : 0
+}
+
+/**
+ * Waits (up to `timeoutMs`) until the machine has been mostly idle for two seconds in a row,
+ * so a measurement does not start in the middle of someone else's build or test run. Answers
+ * the busy share last seen, which the results record. BENCH_QUIET_WAIT_MS=0 skips the wait.
+ */
+export async function waitForQuiet(
+  timeoutMs = Number(process.env.BENCH_QUIET_WAIT_MS ?? 60_000),
+): Promise<number> {
+  const deadline = performance.now() + timeoutMs
+  let quietSeconds = 0
+  let busy = 0
+  while (performance.now() < deadline) {
+    busy = await cpuBusy()
+    quietSeconds = busy < 0.2 ? quietSeconds + 1 : 0
+    if (quietSeconds >= 2) return busy
+  }
+  if (timeoutMs > 0) console.log(`  (machine still ${Math.round(busy * 100)}% busy; measuring anyway)`)
+  return busy
+}

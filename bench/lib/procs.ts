@@ -196,17 +196,38 @@ export interface ThrowawayDatabase {
   drop(): Promise<void>
 }
 
-/** A fresh database `bench_<time>_<pid>` in the shared Postgres, so a run starts from an empty ledger. */
+/** Whether a process with this pid is alive (signal 0 only checks). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
+ * A fresh database `bench_<time>_<pid>` in the shared Postgres, so a run starts from an empty
+ * ledger. Databases of earlier benches whose process is gone (killed before they could drop
+ * theirs) are dropped first.
+ */
 export async function createDatabase(): Promise<ThrowawayDatabase> {
   const name = `bench_${Date.now()}_${process.pid}`
   const admin = postgres(POSTGRES_URL, { max: 1, connect_timeout: 3, onnotice: () => {} })
+  const existing = await admin<
+    Array<{ datname: string }>
+  >`select datname from pg_database where datname like 'bench\_%'`
+  for (const { datname } of existing) {
+    const pid = Number(/^bench_\d+_(\d+)$/.exec(datname)?.[1])
+    // FORCE: a gateway killed mid-run may leave connections open.
+    if (pid && !alive(pid)) await admin.unsafe(`drop database if exists "${datname}" with (force)`)
+  }
   await admin.unsafe(`create database "${name}"`)
   const url = new URL(POSTGRES_URL)
   url.pathname = `/${name}`
   return {
     url: url.toString(),
     async drop() {
-      // FORCE: a gateway killed mid-run may leave connections open.
       await admin.unsafe(`drop database if exists "${name}" with (force)`)
       await admin.end({ timeout: 2 })
     },
