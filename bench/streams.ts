@@ -13,9 +13,9 @@
 import { readdir } from 'node:fs/promises'
 import type { Target } from './lib/load'
 import { waitForQuiet } from './lib/machine'
-import { type Child, startSim } from './lib/procs'
+import { startSim } from './lib/procs'
 import { delta, ms, startRecording, table } from './lib/report'
-import { MODEL, startStack } from './lib/setup'
+import { MODEL, type Stack, startStack } from './lib/setup'
 import { runStreams, type StreamRun, sampleRss } from './lib/streams'
 
 /** A simulator pace: one upstream process and the same pace as a built-in provider. */
@@ -62,63 +62,51 @@ const builtIn = (pace: Pace) => ({
   max_tokens: pace.tokens * 2,
 })
 const pricing = { input: 0.5, output: 1.5 }
-const stack = await startStack({
-  sim: sims.realistic,
-  // Bun's fetch allows 256 requests in flight by default; every stream holds one upstream.
-  env: { BUN_CONFIG_MAX_HTTP_REQUESTS: '65535' },
-  extend: (file) => ({
-    ...file,
-    providers: {
-      ...(file.providers as object),
-      slow: { type: 'openai', base_url: `${sims.held.url}/v1` },
-      local: builtIn(paces.realistic),
-      'local-slow': builtIn(paces.held),
-    },
-    models: {
-      ...(file.models as object),
-      'bench-slow': { provider: 'slow', upstream_model: 'sim-1', pricing },
-      'bench-local': { provider: 'local', pricing },
-      'bench-local-slow': { provider: 'local-slow', pricing },
-    },
-  }),
-})
+/** A fresh gateway per measured run, so each RSS peak is that run's alone, not what earlier runs left. */
+const startGateway = () =>
+  startStack({
+    sim: sims.realistic,
+    // Bun's fetch allows 256 requests in flight by default; every stream holds one upstream.
+    env: { BUN_CONFIG_MAX_HTTP_REQUESTS: '65535' },
+    extend: (file) => ({
+      ...file,
+      providers: {
+        ...(file.providers as object),
+        slow: { type: 'openai', base_url: `${sims.held.url}/v1` },
+        local: builtIn(paces.realistic),
+        'local-slow': builtIn(paces.held),
+      },
+      models: {
+        ...(file.models as object),
+        'bench-slow': { provider: 'slow', upstream_model: 'sim-1', pricing },
+        'bench-local': { provider: 'local', pricing },
+        'bench-local-slow': { provider: 'local-slow', pricing },
+      },
+    }),
+  })
 
 const headers = { 'content-type': 'application/json' }
-const gatewayHeaders = { ...headers, authorization: `Bearer ${stack.key}`, 'cache-control': 'no-store' }
-const gatewayUrl = `${stack.gateway.url}/v1/chat/completions`
-function subjects(scenario: Scenario): Array<{ target: Target; gateway: Child | null }> {
+type Subject = 'direct' | 'tollgate' | 'tollgate, built-in sim'
+const subjectNames: Subject[] = ['direct', 'tollgate', 'tollgate, built-in sim']
+
+function targetOf(name: Subject, scenario: Scenario, stack: Stack | null): Target {
   const pace = paces[scenario.pace]
   const held = scenario.pace === 'held'
-  const sim = sims[scenario.pace]
-  return [
-    {
-      target: {
-        name: 'direct',
-        url: `${sim.url}/v1/chat/completions`,
-        headers,
-        body: streamBody('sim-1', pace),
-      },
-      gateway: null,
-    },
-    {
-      target: {
-        name: 'tollgate',
-        url: gatewayUrl,
-        headers: gatewayHeaders,
-        body: streamBody(held ? 'bench-slow' : MODEL, pace),
-      },
-      gateway: stack.gateway,
-    },
-    {
-      target: {
-        name: 'tollgate, built-in sim',
-        url: gatewayUrl,
-        headers: gatewayHeaders,
-        body: streamBody(held ? 'bench-local-slow' : 'bench-local', pace),
-      },
-      gateway: stack.gateway,
-    },
-  ]
+  if (name === 'direct' || !stack)
+    return {
+      name,
+      url: `${sims[scenario.pace].url}/v1/chat/completions`,
+      headers,
+      body: streamBody('sim-1', pace),
+    }
+  const model =
+    name === 'tollgate' ? (held ? 'bench-slow' : MODEL) : held ? 'bench-local-slow' : 'bench-local'
+  return {
+    name,
+    url: `${stack.gateway.url}/v1/chat/completions`,
+    headers: { ...headers, authorization: `Bearer ${stack.key}`, 'cache-control': 'no-store' },
+    body: streamBody(model, pace),
+  }
 }
 
 async function fdCount(pid: number): Promise<number> {
@@ -142,16 +130,17 @@ interface Measured extends StreamRun {
 
 const runs: Measured[] = []
 let fdLimit = 'unknown'
-let gatewayLog = ''
-try {
-  for (const subject of subjects(scenarios[0]!).slice(1)) {
-    console.log(`warm-up ${subject.target.name}`)
-    await runStreams(subject.target, { streams: 300, rampMs: 300, timeoutMs: 30_000 })
-  }
-  for (const scenario of scenarios) {
-    console.log(scenario.name)
-    for (const { target, gateway } of subjects(scenario)) {
-      // Lets the last run's sockets close and the gateway settle before its RSS baseline.
+let emfile = false
+for (const scenario of scenarios) {
+  console.log(scenario.name)
+  for (const name of subjectNames) {
+    const stack = name === 'direct' ? null : await startGateway()
+    const gateway = stack?.gateway ?? null
+    try {
+      const target = targetOf(name, scenario, stack)
+      // The JIT compiles the stream path before it is measured.
+      if (stack) await runStreams(target, { streams: 300, rampMs: 300, timeoutMs: 30_000 })
+      // Lets the warm-up's sockets close and the gateway settle before its RSS baseline.
       await Bun.sleep(2000)
       const busyBefore = await waitForQuiet()
       const before = gateway ? await gateway.rssKiB() : 0
@@ -172,19 +161,21 @@ try {
       }
       runs.push(measured)
       console.log(
-        `  ${target.name}: finished ${run.completed}/${streams}, peak active ${run.peakActive}, ` +
+        `  ${name}: finished ${run.completed}/${streams}, peak active ${run.peakActive}, ` +
           `TTFT p50 ${ms(run.ttft.p50)} p99 ${ms(run.ttft.p99)} ms, ${run.aggregateTokensPerSecond} tokens/s, ` +
           `RSS peak ${measured.gatewayRssPeakMiB ?? '-'} MiB, fds ${peakFds ?? '-'}, failures ${JSON.stringify(run.failures)}`,
       )
+      if (gateway) {
+        fdLimit = await openFilesLimit(gateway.pid)
+        if (/EMFILE|too many open files/i.test(gateway.output())) emfile = true
+      }
+    } finally {
+      await stack?.close()
     }
   }
-} finally {
-  fdLimit = await openFilesLimit(stack.gateway.pid)
-  gatewayLog = stack.gateway.output()
-  await stack.close()
-  // The stack does not stop a simulator it was given.
-  await Promise.all([sims.realistic.stop(), sims.held.stop()])
 }
+// The stacks do not stop the simulators they were given.
+await Promise.all([sims.realistic.stop(), sims.held.stop()])
 
 const direct = (scenario: string) => runs.find((run) => run.scenario === scenario && run.target === 'direct')
 const rows = runs.map((run) => {
@@ -222,7 +213,6 @@ const verdicts = runs
       `${run.peakActive} flowing at once, RSS peak ${run.gatewayRssPeakMiB} MiB (target: 10,000 at once, < 1024 MiB, none starved): ${met ? 'met' : 'missed'}`
     )
   })
-const emfile = /EMFILE|too many open files/i.test(gatewayLog)
 await recording.write(
   { paces, scenarios, gatewayOpenFilesLimit: fdLimit, gatewayLogShowsEmfile: emfile, runs },
   [

@@ -73,6 +73,12 @@ export function summarize(values: Float64Array | number[]): Latency {
   }
 }
 
+/** The error's name and the start of its message: `TypeError` alone does not say what broke. */
+export function failureName(error: unknown): string {
+  const { name = 'Error', message = '' } = error instanceof Error ? error : {}
+  return message ? `${name}: ${message.slice(0, 60)}` : name
+}
+
 interface Outcome {
   ok: boolean
   failure?: string
@@ -92,7 +98,7 @@ async function send(target: Target, i: number): Promise<Outcome> {
     await response.arrayBuffer()
     return response.status === 200 ? { ok: true } : { ok: false, failure: `HTTP ${response.status}` }
   } catch (error) {
-    return { ok: false, failure: (error as Error).name || 'error' }
+    return { ok: false, failure: failureName(error) }
   }
 }
 

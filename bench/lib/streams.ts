@@ -7,7 +7,7 @@
  * Tokens are counted by their `"content":"` marker rather than by parsing each frame, so the
  * client spends as little CPU as possible on the two cores it shares with what it measures.
  */
-import { type Latency, summarize, type Target } from './load'
+import { failureName, type Latency, summarize, type Target } from './load'
 
 export interface StreamRun {
   target: string
@@ -103,7 +103,7 @@ async function readStream(
     one.rate = one.tokens > 1 && last > first ? ((one.tokens - 1) * 1000) / (last - first) : 0
     return done ? { ...one, ok: true } : { ...one, failure: 'no [DONE]' }
   } catch (error) {
-    return { ...one, failure: (error as Error).name || 'error' }
+    return { ...one, failure: failureName(error) }
   }
 }
 
