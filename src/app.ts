@@ -4,19 +4,21 @@
  */
 import { Elysia } from 'elysia'
 import pkg from '../package.json'
-import { ApiKeys, auth, authAdmin } from '../plugins/auth'
+import { ApiKeys, AuthFailures, auth, authAdmin } from '../plugins/auth'
 import { breaker, breakerAdmin, breakerHealthCheck } from '../plugins/breaker'
 import { cache, cacheAdmin } from '../plugins/cache'
 import { cost, costAdmin } from '../plugins/cost'
-import { exchange } from '../plugins/exchange'
+import { exchange, freePrice, priceFromUsdPerMillion } from '../plugins/exchange'
 import { observability } from '../plugins/observability'
 import { quota } from '../plugins/quota'
+import type { ModelConfig } from './config'
 import { log } from './log'
 import { docsRoutes } from './routes/docs'
 import { type HealthCheck, healthRoutes, type Lifecycle } from './routes/health'
 import { openAIRoutes } from './routes/openai'
 import { usageRoutes } from './routes/usage-routes'
 import type { Runtime } from './runtime'
+import { Resilience } from './upstream/resilient'
 
 export interface AppOptions {
   /** Startup and drain state, shared with src/main.ts; tests get a started app by default. */
@@ -52,9 +54,17 @@ export function createApp(
   { lifecycle = { started: true, draining: false } }: AppOptions = {},
 ) {
   const { config, settlements, router, database } = runtime
+  const prices = new Map(
+    router
+      .list()
+      .map((model) => [model.name, model.pricing ? priceFromUsdPerMillion(model.pricing) : freePrice]),
+  )
+  const priceOf = (model: ModelConfig) => prices.get(model.name) ?? freePrice
   const spine = exchange({
     hub: settlements,
     bodyLimitBytes: config.server.bodyLimitBytes,
+    ...config.limits,
+    promptLimits: config.tiers,
     onUnexpectedError: (error) =>
       log.error('unhandled error', { error: String(error), stack: (error as Error).stack }),
   })
@@ -84,7 +94,13 @@ export function createApp(
     cacheTtlMs: config.auth.keyCacheTtlMs,
     onLookupError: (error) => log.error('key lookup failed', { error: String(error) }),
   })
-  const keyAuth = auth({ keys, adminApiKey: config.adminApiKey })
+  // One instance for /v1 and /admin, so an address's failures count together.
+  const authFailures = new AuthFailures({
+    perMinute: config.auth.failuresPerMinute,
+    trustedProxyHops: config.auth.trustedProxyHops,
+    onAuthFailure: metrics.authFailure,
+  })
+  const keyAuth = auth({ keys, adminApiKey: config.adminApiKey, failures: authFailures })
   const quotas = quota({
     store: runtime.store,
     hub: settlements,
@@ -96,8 +112,11 @@ export function createApp(
     leaseTtlMs: config.quota.leaseTtlMs,
     refundRequestsOnError: config.quota.refundRequestsOnError,
     now: runtime.clock,
-    onFallback: (active) =>
-      log.warn(active ? 'quota fallback engaged' : 'quota enforcement back on the store'),
+    onDecision: metrics.quotaDecision,
+    onFallback: (active) => {
+      metrics.quotaFallback(active)
+      log.warn(active ? 'quota fallback engaged' : 'quota enforcement back on the store')
+    },
   })
   const admission = quotas.decorator.quota
   const caching = cache({
@@ -114,6 +133,7 @@ export function createApp(
     ...config.ledger,
     log,
     now: runtime.clock ?? Date.now,
+    onFlush: metrics.ledgerFlush,
   })
   const ledger = costs.decorator.ledger
   const breakers = breaker({
@@ -122,9 +142,19 @@ export function createApp(
     targets: config.breaker.targets,
     syncIntervalMs: config.breaker.syncIntervalMs,
     now: runtime.clock ?? Date.now,
-    onEvent: (event) => event.type === 'transition' && log.warn('breaker transition', { ...event }),
+    onEvent: (event) => {
+      metrics.breakerEvent(event)
+      if (event.type === 'transition') log.warn('breaker transition', { ...event })
+    },
   })
   const circuits = breakers.decorator.breakers
+  const resilience = new Resilience({
+    router,
+    breakers: circuits,
+    models: config.breaker.models,
+    priceOf,
+    staleCache: config.breaker.staleCache,
+  })
   // Plugins that keep running totals are read at each scrape.
   metrics.readCache(() => answers.stats())
   metrics.readLedger(() => ledger.stats())
@@ -143,11 +173,18 @@ export function createApp(
         lifecycle,
       }),
     )
-    .use(openAIRoutes({ router, spine, auth: keyAuth, admission, cache: answers }))
+    .use(openAIRoutes({ router, spine, auth: keyAuth, admission, cache: answers, resilience, priceOf }))
     .use(usageRoutes({ spine, auth: keyAuth, keys, admission, ledger }))
     .group('/admin', (admin) =>
       admin
-        .use(authAdmin({ keys, adminApiKey: config.adminApiKey, tiers: Object.keys(config.tiers) }))
+        .use(
+          authAdmin({
+            keys,
+            adminApiKey: config.adminApiKey,
+            tiers: Object.keys(config.tiers),
+            failures: authFailures,
+          }),
+        )
         .guard({ admin: true }, (guarded) =>
           guarded.use(costAdmin({ ledger, now: runtime.clock ?? Date.now })),
         )

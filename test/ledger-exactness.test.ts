@@ -112,6 +112,22 @@ for (const kind of ['postgres', 'pglite'] as const) {
             clean: { type: 'openai', base_url: clean.url },
             faulty: { type: 'openai', base_url: faulty.url },
           },
+          // The faults are scripted request by request: no retry may consume the next one and
+          // no breaker may turn requests away before they reach the simulator.
+          breaker: {
+            providers: {
+              faulty: {
+                failure_threshold: 0,
+                failure_rate: 0,
+                retries: {
+                  max_retries: 0,
+                  backoff_base_ms: 250,
+                  backoff_cap_ms: 4000,
+                  retry_after_cap_ms: 5000,
+                },
+              },
+            },
+          },
           models: {
             'remote-a': { provider: 'clean', pricing: pricing('remote-a') },
             'remote-b': { provider: 'clean', pricing: pricing('remote-b') },
@@ -246,7 +262,11 @@ for (const kind of ['postgres', 'pglite'] as const) {
           )
           const reader = response.body!.getReader()
           let text = ''
-          while (contentFrames(text) < 2) text += new TextDecoder().decode((await reader.read()).value)
+          while (contentFrames(text) < 2) {
+            const chunk = await reader.read()
+            if (chunk.done) throw new Error(`the stream ended before two content frames: ${text}`)
+            text += new TextDecoder().decode(chunk.value)
+          }
           controller.abort()
           expectations.push({
             requestId: response.headers.get('x-request-id')!,

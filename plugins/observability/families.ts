@@ -84,6 +84,11 @@ export function createFamilies(registers: Registry[]) {
       'tollgate_quota_fallback_active',
       '1 while quotas are enforced by the fallback because the store cannot answer.',
     ),
+    authFailures: counter(
+      'tollgate_auth_failures_total',
+      'Refused credentials, by reason (missing, invalid, admin, throttled).',
+      ['reason'],
+    ),
     cacheLookups: counter('tollgate_cache_lookups_total', 'Cache lookups by result.', ['cache', 'result']),
     cacheStores: counter('tollgate_cache_stores_total', 'Entries written to the cache.', ['cache']),
     cacheStoredBytes: counter('tollgate_cache_stored_bytes_total', 'Bytes written to the cache.', ['cache']),

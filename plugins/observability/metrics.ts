@@ -167,6 +167,11 @@ export class GatewayMetrics {
     this.families.quotaFallback.set(active ? 1 : 0)
   }
 
+  /** One refused credential; the reason is one of a fixed set, never the key or address. */
+  readonly authFailure = (reason: string): void => {
+    this.families.authFailures.inc({ reason })
+  }
+
   /** One cache lookup (or `count` of them: embedding lookups count per input). */
   readonly cacheLookup = (cache: string, result: string, count = 1): void => {
     if (count > 0)

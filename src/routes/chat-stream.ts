@@ -27,14 +27,6 @@ export interface RelayOptions {
   collect?: (chunk: ChatChunk) => void
 }
 
-/** Opens the upstream stream and waits for its first chunk; throws the client-facing error. */
-export async function openStream(
-  chunks: AsyncIterable<ChatChunk>,
-): Promise<{ iterator: AsyncIterator<ChatChunk>; first: IteratorResult<ChatChunk> }> {
-  const iterator = chunks[Symbol.asyncIterator]()
-  return { iterator, first: await iterator.next() }
-}
-
 export async function* relayStream(
   iterator: AsyncIterator<ChatChunk>,
   first: IteratorResult<ChatChunk>,

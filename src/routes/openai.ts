@@ -10,22 +10,21 @@
  */
 import { Elysia, t } from 'elysia'
 import type { auth } from '../../plugins/auth'
-import { type CacheService, parseCacheControl, type ResponseLookup } from '../../plugins/cache'
+import { type CacheHit, type CacheService, parseCacheControl, type ResponseLookup } from '../../plugins/cache'
 import {
   type ApiError,
   costOf,
   type Exchange,
   type exchange as exchangePlugin,
-  freePrice,
   type Price,
   type Principal,
-  priceFromUsdPerMillion,
 } from '../../plugins/exchange'
 import type { QuotaService } from '../../plugins/quota'
 import type { ModelConfig } from '../config'
 import type { ChatRequest, EmbeddingRequest } from '../upstream/provider'
+import type { Resilience } from '../upstream/resilient'
 import type { ModelRouter } from '../upstream/router'
-import { answerFromCache, openStream, relayStream } from './chat-stream'
+import { answerFromCache, relayStream } from './chat-stream'
 import { embeddingItems, encodeEmbeddings, vectorsInOrder } from './embedding-vectors'
 import {
   ChatCompletionRequest,
@@ -49,6 +48,10 @@ export interface OpenAIRoutesOptions {
   admission: QuotaService
   /** Answers repeated requests, and stores what misses produce. */
   cache: CacheService
+  /** Every upstream call goes through it: breakers, retries, timeouts and fallbacks. */
+  resilience: Resilience
+  /** A model's price, converted once at startup. */
+  priceOf: (model: ModelConfig) => Price
 }
 
 /** Ties the upstream call to the client: a client that goes away aborts the upstream. */
@@ -88,26 +91,30 @@ function failExchange(exchange: Exchange, error: unknown, clientSignal: AbortSig
 const tags = ['openai']
 const security = [{ bearerAuth: [] }]
 
-export function openAIRoutes({ router, spine, auth, admission, cache }: OpenAIRoutesOptions) {
-  const prices = new Map(
-    router
-      .list()
-      .map((model) => [model.name, model.pricing ? priceFromUsdPerMillion(model.pricing) : freePrice]),
-  )
-  const priceOf = (model: ModelConfig) => prices.get(model.name) ?? freePrice
+export function openAIRoutes({
+  router,
+  spine,
+  auth,
+  admission,
+  cache,
+  resilience,
+  priceOf,
+}: OpenAIRoutesOptions) {
   return new Elysia({ name: 'tollgate/routes/openai' })
     .use(spine)
     .use(auth)
     .post(
       '/v1/chat/completions',
-      async function* createChatCompletion({ body, exchange, principal, request, set }) {
+      async function* createChatCompletion({ body, exchange, principal, request, set, checkPrompt }) {
         openExchange(exchange, '/v1/chat/completions', principal, body.model)
+        checkPrompt(body, principal)
         const target = router.resolve(body.model, 'chat')
         serveWith(exchange, target.model, priceOf(target.model))
         exchange.stream = body.stream === true
         exchange.estimatedTokens = estimatePromptTokens(body)
         const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? null
         const directives = parseCacheControl(request.headers.get('cache-control'))
+        const admissionStarted = performance.now()
         let admitted: [Record<string, string>, ResponseLookup]
         try {
           admitted = await Promise.all([
@@ -118,6 +125,8 @@ export function openAIRoutes({ router, spine, auth, admission, cache }: OpenAIRo
           cache.responses.abandon(exchange)
           throw error
         }
+        exchange.recordPhase('quota', admissionStarted)
+        exchange.recordPhase('cache.lookup', admissionStarted, { 'tollgate.cache': exchange.cacheStatus })
         const [rateHeaders, lookup] = admitted
         Object.assign(set.headers, rateHeaders)
         const hit = await cache.responses.claim(exchange, lookup, request.signal)
@@ -127,32 +136,40 @@ export function openAIRoutes({ router, spine, auth, admission, cache }: OpenAIRo
         // A follower whose client left while it waited: the upstream call below fails at once,
         // and the Exchange settles as cancelled on the usual path.
         const upstream = upstreamController(request.signal)
-        const upstreamRequest = { ...body, model: target.model.upstreamModel } as ChatRequest
-        const context = { signal: upstream.signal, headers: { 'x-request-id': exchange.id } }
-        exchange.attempts = 1
+        const call = {
+          signal: upstream.signal,
+          stale: () => cache.responses.lookupStale(exchange, body, directives),
+        }
+        // The client's model name: resilience swaps in each target's upstream id.
+        const upstreamRequest = body as ChatRequest
 
         if (!exchange.stream) {
           try {
-            const completion = await target.provider.chat(upstreamRequest, context)
+            const answer = await resilience.chat(exchange, upstreamRequest, call)
+            Object.assign(set.headers, answer.headers)
+            if (answer.stale) return answerFromCache(exchange, answer.value, includeUsage, set.headers)
+            const completion = answer.value
             recordUsage(exchange, completion.usage)
             exchange.finishReasons = completion.choices.map((choice) => choice.finish_reason ?? 'unknown')
-            const answer = { ...completion, model: body.model }
-            cache.responses.record(exchange, answer)
+            const reply = { ...completion, model: body.model }
+            cache.responses.record(exchange, reply)
             exchange.settle({ outcome: 'ok', status: 200 })
-            return answer
+            return reply
           } catch (error) {
             throw failExchange(exchange, error, request.signal)
           }
         }
 
-        let opened: Awaited<ReturnType<typeof openStream>>
+        let opened: Awaited<ReturnType<typeof resilience.chatStream<CacheHit>>>
         try {
-          opened = await openStream(target.provider.chatStream(upstreamRequest, context))
+          opened = await resilience.chatStream(exchange, upstreamRequest, call)
         } catch (error) {
           throw failExchange(exchange, error, request.signal)
         }
+        Object.assign(set.headers, opened.headers)
+        if (opened.stale) return answerFromCache(exchange, opened.value, includeUsage, set.headers)
         set.headers['cache-control'] = 'no-cache'
-        yield* relayStream(opened.iterator, opened.first, {
+        yield* relayStream(opened.value.iterator, opened.value.first, {
           exchange,
           clientModel: body.model,
           includeUsage,
@@ -179,17 +196,21 @@ export function openAIRoutes({ router, spine, auth, admission, cache }: OpenAIRo
     )
     .post(
       '/v1/embeddings',
-      async function createEmbeddings({ body, exchange, principal, request, set }) {
+      async function createEmbeddings({ body, exchange, principal, request, set, checkPrompt }) {
         openExchange(exchange, '/v1/embeddings', principal, body.model)
+        checkPrompt(body, principal)
         const target = router.resolve(body.model, 'embedding')
         serveWith(exchange, target.model, priceOf(target.model))
         exchange.estimatedTokens = estimateInputTokens(body.input)
         const items = embeddingItems(body.input)
         const directives = parseCacheControl(request.headers.get('cache-control'))
+        const admissionStarted = performance.now()
         const [rateHeaders, batch] = await Promise.all([
           admission.reserve(exchange, 0),
           cache.embeddings.lookup(exchange, body, items, directives),
         ])
+        exchange.recordPhase('quota', admissionStarted)
+        exchange.recordPhase('cache.lookup', admissionStarted, { 'tollgate.cache': exchange.cacheStatus })
         Object.assign(set.headers, rateHeaders)
         set.headers['x-cache'] = exchange.cacheStatus
         set.headers['x-cache-hits'] = String(batch.hits)
@@ -200,19 +221,17 @@ export function openAIRoutes({ router, spine, auth, admission, cache }: OpenAIRo
           set.headers.age = String(batch.ageSeconds)
           return encodeEmbeddings(batch.complete(), format, body.model, { prompt_tokens: 0, total_tokens: 0 })
         }
-        exchange.attempts = 1
         const upstream = upstreamController(request.signal)
         const upstreamRequest: EmbeddingRequest = {
           ...body,
-          model: target.model.upstreamModel,
           input: batch.upstreamInputs() as string[] | number[][],
           encoding_format: 'float',
         }
         try {
-          const response = await target.provider.embeddings(upstreamRequest, {
+          const { value: response, headers } = await resilience.embeddings(exchange, upstreamRequest, {
             signal: upstream.signal,
-            headers: { 'x-request-id': exchange.id },
           })
+          Object.assign(set.headers, headers)
           batch.fill(vectorsInOrder(response, batch.upstream.length), response.usage.prompt_tokens)
           recordUsage(exchange, { ...response.usage, completion_tokens: 0 })
           // Usage and cost count what went upstream; the inputs from the cache are a saving.

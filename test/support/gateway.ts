@@ -71,6 +71,8 @@ export async function startGateway({
     },
     async stop() {
       await app.stop(true)
+      // As src/main.ts does: the ledger writes its last batch while the database is open.
+      await app.decorator.ledger.close()
       await runtime.close()
     },
   }
