@@ -59,6 +59,7 @@ async function main(): Promise<void> {
     }
     // Every request has settled by now: write the last ledger batches while the database is open.
     await app.decorator.ledger.close()
+    await app.decorator.shutdownTracing()
     await runtime.close()
     log.info('stopped')
     process.exit(0)

@@ -229,7 +229,7 @@ for (const backend of ['memory', 'redis'] as const) {
     test('an upstream error, a stream cut short or a client that leaves stores nothing', async () => {
       const failing = ask(prompt())
       sim.addFaults([{ status: 500 }])
-      expect((await send(failing)).status).toBe(502)
+      expect((await send(failing)).status).toBe(503)
       expect((await send(failing)).cache).toBe('MISS')
 
       const cut = ask(prompt(), { stream: true, max_tokens: 10 })

@@ -100,9 +100,16 @@ describe('cache lookups share the quota round trip', () => {
     await writesOf('warm up')
     const admission = ['EVALSHA', 'EVALSHA', 'GET', 'GET', 'GET']
     const settlement = ['EVALSHA', 'EVALSHA']
-    expect(await writesOf('a question')).toEqual([admission, settlement, ['SET']])
-    // The same question streamed: a hit.
+    // An upstream call also tells the shared breaker its outcome, after the answer.
+    const breakerRecord = ['EVALSHA']
+    expect(await writesOf('a question')).toEqual([admission, breakerRecord, settlement, ['SET']])
+    // The same question streamed: a hit, no upstream call.
     expect(await writesOf('a question', true)).toEqual([admission, settlement])
-    expect(await writesOf('a streamed question', true)).toEqual([admission, settlement, ['SET']])
+    expect(await writesOf('a streamed question', true)).toEqual([
+      admission,
+      breakerRecord,
+      settlement,
+      ['SET'],
+    ])
   })
 })

@@ -111,12 +111,12 @@ describe('Exchange settlement', () => {
     expect(settledFor(id)).toHaveLength(1)
   })
 
-  test('an upstream error before the first byte answers JSON and settles once as error', async () => {
+  test('an upstream error before the first byte answers JSON (503, no target left) and settles once as error', async () => {
     await injectFaults([{ status: 500 }])
     const response = await chat({ stream: true })
-    expect(response.status).toBe(502)
+    expect(response.status).toBe(503)
     const id = response.headers.get('x-request-id')!
-    expect(((await response.json()) as { error: { code: string } }).error.code).toBe('upstream_error')
+    expect(((await response.json()) as { error: { code: string } }).error.code).toBe('upstream_unavailable')
     await eventually(() => settledFor(id).length === 1)
     expect(settledFor(id)[0]!.settlement?.outcome).toBe('error')
   })

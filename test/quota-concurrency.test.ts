@@ -105,7 +105,7 @@ describe('concurrency leases', () => {
   test('released on an upstream error, before the first byte and mid-stream', async () => {
     const key = await gateway.createKey(uniqueUser('err'), 'one')
     sim.addFaults([{ status: 500 }])
-    expect((await chat(gateway.url, key, { model: 'remote' })).status).toBe(502)
+    expect((await chat(gateway.url, key, { model: 'remote' })).status).toBe(503)
     await leasesFreed(key)
     sim.addFaults([{ fail_after_chunks: 2 }])
     const cut = await chat(gateway.url, key, { model: 'remote', stream: true })

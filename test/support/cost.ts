@@ -7,10 +7,10 @@ import { sql } from 'drizzle-orm'
 import { type Db, queryRows } from '../../db/client'
 import type { Ledger } from '../../plugins/cost'
 import { createApp } from '../../src/app'
-import { buildConfig, type Env } from '../../src/config'
+import type { Env } from '../../src/config'
 import { setLogLevel } from '../../src/log'
 import { createRuntime, type Runtime, type RuntimeOverrides } from '../../src/runtime'
-import { adminKey, tempDataDir } from './gateway'
+import { adminKey, gatewayConfig, listenOnFreshPort } from './gateway'
 
 export interface CostGateway {
   url: string
@@ -34,9 +34,8 @@ export interface CostGatewayOptions extends RuntimeOverrides {
 
 export async function startCostGateway({ env = {}, file = {}, ...overrides }: CostGatewayOptions = {}) {
   setLogLevel('silent')
-  const config = buildConfig({ ADMIN_API_KEY: adminKey, DATA_DIR: tempDataDir(), ...env }, file)
-  const runtime = await createRuntime(config, overrides)
-  const app = createApp(runtime).listen({ port: 0, hostname: '127.0.0.1' })
+  const runtime = await createRuntime(gatewayConfig(env, file), overrides)
+  const app = listenOnFreshPort(createApp(runtime))
   const url = `http://127.0.0.1:${app.server!.port}`
   const ledger = app.decorator.ledger
   const admin = (path: string, init: RequestInit = {}) =>

@@ -27,6 +27,34 @@ export interface GatewayOptions extends RuntimeOverrides {
   file?: Record<string, unknown>
 }
 
+/**
+ * Tests of the other plugins script upstream faults one request at a time: a retry would
+ * consume the next request's fault and a breaker would refuse requests before they reach the
+ * simulator. Tests of resilience pass a `breaker` section of their own.
+ */
+const scriptedFaults = {
+  failure_threshold: 0,
+  failure_rate: 0,
+  retries: { max_retries: 0, backoff_base_ms: 250, backoff_cap_ms: 4000, retry_after_cap_ms: 5000 },
+}
+
+/**
+ * The Config a test gateway runs with: the admin key, a data folder and a Redis key prefix of
+ * its own (so its counters and leases, global ones too, stay apart from every other test and
+ * benchmark sharing the Redis), and scripted-fault resilience unless the test sets `breaker`.
+ */
+export function gatewayConfig(env: Env, file: Record<string, unknown>) {
+  return buildConfig(
+    {
+      ADMIN_API_KEY: adminKey,
+      DATA_DIR: tempDataDir(),
+      REDIS_KEY_PREFIX: `tgt:${crypto.randomUUID()}:`,
+      ...env,
+    },
+    { breaker: scriptedFaults, ...file },
+  )
+}
+
 export async function startGateway({
   env = {},
   file = {},
@@ -34,20 +62,9 @@ export async function startGateway({
 }: GatewayOptions = {}): Promise<Gateway> {
   setLogLevel('silent')
   // Postgres unless a test asks otherwise: a PGlite per gateway costs seconds to open on a
-  // loaded machine (the embedded path has tests of its own). A key prefix of its own keeps
-  // this gateway's counters and leases (global ones too) apart from every other test and
-  // benchmark sharing the Redis.
+  // loaded machine (the embedded path has tests of its own).
   const database = overrides.database || env.DATABASE_URL ? {} : { DATABASE_URL: await requirePostgres() }
-  const config = buildConfig(
-    {
-      ADMIN_API_KEY: adminKey,
-      DATA_DIR: tempDataDir(),
-      REDIS_KEY_PREFIX: `tgt:${crypto.randomUUID()}:`,
-      ...database,
-      ...env,
-    },
-    file,
-  )
+  const config = gatewayConfig({ ...database, ...env }, file)
   const runtime = await createRuntime(config, overrides)
   const settled: Exchange[] = []
   runtime.settlements.subscribe('trace', (exchange) => {
@@ -84,7 +101,7 @@ export async function startGateway({
  * server closed (ECONNRESET), so a port is never used twice in a process.
  */
 const usedPorts = new Set<number>()
-function listenOnFreshPort(app: ReturnType<typeof createApp>) {
+export function listenOnFreshPort(app: ReturnType<typeof createApp>) {
   for (;;) {
     app.listen({ port: 0, hostname: '127.0.0.1' })
     const port = app.server!.port!
