@@ -9,15 +9,18 @@
  *    whatever else the machine does hits all of them alike:
  *    - `on`: every user and global limit set (high enough never to deny), leases included;
  *    - `unlimited`: an unlimited tier and no global caps: the scripts still run on Redis;
- *    - `baseline`: a store that answers every script call "admitted" at once, without Redis
- *      or Lua: the gateway without quota state, built without touching src/.
+ *    - `baseline`: Redis for everything but the quota, whose scripts a wrapping store answers
+ *      "admitted" at once: the gateway without quota state, built without touching src/.
  * Load comes from bench/lib/load.ts (`openLoop`: latency from each request's due time, so
  * the generator's timer lag is in every scenario alike and cancels out of the differences).
+ * Next to end-to-end latency: the gateway's own `quota` phase of each request, and the CPU
+ * time per request, which (unlike tail latency) other work on the machine hardly moves.
  * Writes bench/results/quota.json and .md. Target: `on` adds under 0.5 ms at p99.
  *
  * Env: REDIS_URL (default redis://127.0.0.1:6379), DATABASE_URL (default: PGlite in a temp
  * folder; auth is answered from its in-process cache either way), BENCH_SECONDS (one round
- * of one scenario, default 4), BENCH_ROUNDS (default 3).
+ * of one scenario, default 2), BENCH_ROUNDS (default 7: many short rounds, so a burst of
+ * other work on the machine spoils few of them, and medians over rounds stay put).
  */
 import { createClient } from 'redis'
 import { Exchange, freePrice, SettlementHub } from '../plugins/exchange'
@@ -35,8 +38,8 @@ import { type Latency, openLoop, type RunResult, summarize } from './lib/load'
 import { delta, ms, startRecording, table } from './lib/report'
 
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
-const roundS = Number(process.env.BENCH_SECONDS ?? 4)
-const rounds = Number(process.env.BENCH_ROUNDS ?? 3)
+const roundS = Number(process.env.BENCH_SECONDS ?? 2)
+const rounds = Number(process.env.BENCH_ROUNDS ?? 7)
 const rate = 1000
 const prefix = `bench:quota:${process.pid}:`
 
@@ -64,37 +67,50 @@ const allGlobal: GlobalLimits = {
 }
 const noGlobal: GlobalLimits = { concurrent: null, requests_per_hour: null, cost_per_day_usd: null }
 
-/** Answers the quota scripts "admitted, nothing used" at once: no network, no Lua. */
-class AdmitEverythingStore implements Store {
-  readonly kind = 'memory' as const
-  readonly available = true
-  async get() {
-    return null
+/**
+ * Redis for everything but the quota: the quota's two scripts are answered "admitted,
+ * nothing used" at once, every other call (the breaker's state, say) goes to Redis as usual,
+ * so the difference to `unlimited` and `on` is the quota's alone.
+ */
+class QuotaBypassStore implements Store {
+  readonly kind = 'redis' as const
+  constructor(readonly inner: RedisStore) {}
+  get available() {
+    return this.inner.available
   }
-  async set() {}
-  async del() {
-    return 0
+  get(key: string) {
+    return this.inner.get(key)
   }
-  async incr() {
-    return 0
+  set(key: string, value: Uint8Array | string, ttlMs: number) {
+    return this.inner.set(key, value, ttlMs)
   }
-  async run<R extends ScriptReply>(script: StoreScript<R>, _keys: string[], args: ScriptArg[]): Promise<R> {
-    if (script.name !== 'tollgate_quota_admit') return 1 as R
+  del(...keys: string[]) {
+    return this.inner.del(...keys)
+  }
+  incr(key: string) {
+    return this.inner.incr(key)
+  }
+  async run<R extends ScriptReply>(script: StoreScript<R>, keys: string[], args: ScriptArg[]): Promise<R> {
+    if (script.name === 'tollgate_quota_settle') return 1 as R
+    if (script.name !== 'tollgate_quota_admit') return this.inner.run(script, keys, args)
     const reply: ScriptReply[] = [1, '', 0, Math.floor(Date.now() / 86_400_000), 0, 0, 0]
     for (let i = 10; i < args.length; i += 2) reply.push(-1, 0)
     return reply as R
   }
-  async ping() {
-    return 0
+  ping() {
+    return this.inner.ping()
   }
-  async close() {}
+  close() {
+    return this.inner.close()
+  }
 }
 
 /** Times Redis stopped answering in time: the fallback decided meanwhile, so those figures are not Redis'. */
 let outages = 0
 
 /** Waits for Redis, so no measurement starts on the fallback, and counts later outages. */
-async function connected(store: Store): Promise<void> {
+async function connected(given: Store): Promise<void> {
+  const store = given instanceof QuotaBypassStore ? given.inner : given
   if (!(store instanceof RedisStore)) return
   if (!(await store.waitUntilAvailable(15_000))) throw new Error(`Redis at ${redisUrl} does not answer`)
   store.onStateChange((available) => {
@@ -157,7 +173,10 @@ function checksPerSecond(concurrency: number, durationS: number) {
   })
 }
 
-/** One check every 1/rate s whatever the answers do; latency from each check's due time. */
+/**
+ * One check every 1/rate s whatever the answers do (open model). Latency from the send: the
+ * timer's lateness is the generator's, not the check's.
+ */
 function checksAtRate(durationS: number) {
   return withService(async (service, hub) => {
     const total = rate * durationS
@@ -167,13 +186,14 @@ function checksAtRate(durationS: number) {
     let errors = 0
     for (let i = 0; i < total; i++) {
       const due = start + (i * 1000) / rate
-      const wait = due - performance.now()
-      if (wait > 0) await Bun.sleep(wait)
+      // A timer may fire a little early: never send before the due time.
+      while (performance.now() < due) await Bun.sleep(Math.max(1, Math.ceil(due - performance.now())))
       const exchange = exchangeFor(hub, i)
+      const sent = performance.now()
       pending.push(
         service.reserve(exchange, 16).then(
           () => {
-            latencies.push(performance.now() - due)
+            latencies.push(performance.now() - sent)
             finish(exchange)
           },
           () => {
@@ -194,6 +214,10 @@ interface Scenario {
   gateway: Gateway
   key: string
   runs: RunResult[]
+  /** Server side: the `quota` phase of every request (reserve, awaited before the upstream), in ms. */
+  admission: number[]
+  /** CPU time of this process (load, gateway, simulator) per request, per round, in µs. */
+  cpu: number[]
 }
 
 async function scenario(
@@ -204,11 +228,14 @@ async function scenario(
 ): Promise<Scenario> {
   const gateway = await startGateway({
     env: process.env.DATABASE_URL ? { DATABASE_URL: process.env.DATABASE_URL } : {},
-    file: { tiers: { bench: tier }, global },
+    // The cache would share the admission pipeline (and answer repeated prompts): off, so
+    // the only Redis work on the request path is the quota's.
+    file: { tiers: { bench: tier }, global, cache: { enabled: false } },
     store,
   })
   await connected(store)
-  return { name, gateway, key: await gateway.createKey(`bench-${name}-${process.pid}`, 'bench'), runs: [] }
+  const key = await gateway.createKey(`bench-${name}-${process.pid}`, 'bench')
+  return { name, gateway, key, runs: [], admission: [], cpu: [] }
 }
 
 const body = JSON.stringify({
@@ -217,7 +244,25 @@ const body = JSON.stringify({
   max_tokens: 8,
 })
 
-function load(target: Scenario, durationS: number): Promise<RunResult> {
+/** Runs the load and collects the admission phase of every request it settled. */
+async function load(target: Scenario, durationS: number): Promise<RunResult> {
+  const before = target.gateway.settled.length
+  const cpuBefore = process.cpuUsage()
+  const result = await runLoad(target, durationS)
+  const cpu = process.cpuUsage(cpuBefore)
+  // Unlike latency, CPU time per request hardly moves when other work shares the machine.
+  target.cpu.push((cpu.user + cpu.system) / Math.max(1, result.ok))
+  const deadline = performance.now() + 5000
+  while (target.gateway.settled.length < before + result.ok && performance.now() < deadline)
+    await Bun.sleep(10)
+  for (const exchange of target.gateway.settled.slice(before)) {
+    const phase = exchange.phases.find((p) => p.name === 'quota')
+    if (phase) target.admission.push(phase.end - phase.start)
+  }
+  return result
+}
+
+function runLoad(target: Scenario, durationS: number): Promise<RunResult> {
   return openLoop(
     {
       name: target.name,
@@ -229,10 +274,12 @@ function load(target: Scenario, durationS: number): Promise<RunResult> {
   )
 }
 
+/** The median, to the µs (differences of latencies carry float dust otherwise). */
 const median = (values: number[]) => {
   const sorted = [...values].sort((a, b) => a - b)
   const middle = Math.floor(sorted.length / 2)
-  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2
+  const value = sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2
+  return Math.round(value * 1000) / 1000
 }
 
 /** Deletes every key this run wrote, so the shared Redis keeps nothing of the benchmark. */
@@ -271,11 +318,16 @@ const scenarios = [
     unlimited,
     noGlobal,
   ),
-  await scenario('baseline', new AdmitEverythingStore(), unlimited, noGlobal),
+  await scenario(
+    'baseline',
+    new QuotaBypassStore(new RedisStore({ url: redisUrl, keyPrefix: `${prefix}baseline:` })),
+    unlimited,
+    noGlobal,
+  ),
 ]
 try {
   // Warm-up: JIT, connections, script caches.
-  for (const target of scenarios) await load(target, 1)
+  for (const target of scenarios) await runLoad(target, 1)
   for (let round = 0; round < rounds; round++) {
     for (const target of scenarios) {
       const result = await load(target, roundS)
@@ -306,9 +358,14 @@ const gateway = scenarios.map((target) => ({
   addedP50: target === baseline ? 0 : added(target, (latency) => latency.p50),
   addedP99: target === baseline ? 0 : added(target, (latency) => latency.p99),
   sendLagP99: Math.max(...target.runs.map((run) => run.sendLagP99 ?? 0)),
+  admission: summarize(target.admission),
+  cpuMicrosPerRequest: median(target.cpu),
   runs: target.runs,
 }))
+const admissionAdded = (target: (typeof gateway)[number], pick: (latency: Latency) => number) =>
+  Math.round((pick(target.admission) - pick(gateway[2]!.admission)) * 1000) / 1000
 const addedP99 = gateway[0]!.addedP99
+const admissionAddedP99 = admissionAdded(gateway[0]!, (latency) => latency.p99)
 const deletedKeys = await cleanUp()
 
 const markdown = [
@@ -339,7 +396,18 @@ const markdown = [
   `Gateway at ${rate} req/s with the in-process simulator (one process: load, gateway, simulator), median of ${rounds} interleaved ${roundS} s rounds; added = minus \`baseline\` in the same round:`,
   '',
   table(
-    ['scenario', 'ok', 'errors', 'p50 ms', 'p90 ms', 'p99 ms', 'added p50 ms', 'added p99 ms'],
+    [
+      'scenario',
+      'ok',
+      'errors',
+      'p50 ms',
+      'p90 ms',
+      'p99 ms',
+      'added p50 ms',
+      'added p99 ms',
+      'CPU µs/req',
+      'added CPU µs/req',
+    ],
     gateway.map((g) => [
       g.scenario,
       g.ok,
@@ -349,20 +417,48 @@ const markdown = [
       ms(g.p99),
       delta(g.addedP50),
       delta(g.addedP99),
+      Math.round(g.cpuMicrosPerRequest),
+      Math.round(g.cpuMicrosPerRequest - gateway[2]!.cpuMicrosPerRequest),
     ]),
   ),
   '',
-  `Target (quotas on add < 0.5 ms at p99): ${addedP99 < 0.5 ? 'met' : 'not met'} (${delta(addedP99)} ms).` +
+  'The same requests seen from inside the gateway: the `quota` phase (admission, awaited before the upstream call), all rounds pooled:',
+  '',
+  table(
+    ['scenario', 'p50 ms', 'p90 ms', 'p99 ms', 'p99.9 ms', 'added p50 ms', 'added p99 ms'],
+    gateway.map((g) => [
+      g.scenario,
+      ms(g.admission.p50),
+      ms(g.admission.p90),
+      ms(g.admission.p99),
+      ms(g.admission.p999),
+      delta(admissionAdded(g, (latency) => latency.p50)),
+      delta(admissionAdded(g, (latency) => latency.p99)),
+    ]),
+  ),
+  '',
+  `Target (quotas on add < 0.5 ms at p99): end to end ${delta(addedP99)} ms (${addedP99 < 0.5 ? 'met' : 'not met'}), ` +
+    `admission phase ${delta(admissionAddedP99)} ms (${admissionAddedP99 < 0.5 ? 'met' : 'not met'}).` +
     (outages > 0
       ? ` Redis stopped answering in time ${outages} times during the run (the fallback decided meanwhile).`
       : ''),
+  '',
+  // Without this next to them the p99 differences read as more than they are.
+  `Noise floor: \`baseline\` itself has p99 ${ms(gateway[2]!.p99)} ms at p50 ${ms(gateway[2]!.p50)} ms; a p99 ` +
+    'difference much below that is within what the machine does between two rounds. The admission ' +
+    "phase absorbs every event-loop stall that lands while it waits on Redis, which `baseline`'s " +
+    'instant answer cannot, so its tail overstates the quota; CPU per request is the steadiest figure.',
 ]
 await recording.write(
   {
     redisUrl,
     admissionChecks: { throughput, atRate },
     gateway: { rate, roundSeconds: roundS, rounds, scenarios: gateway },
-    target: { addedP99BelowMs: 0.5, addedP99, met: addedP99 < 0.5 },
+    target: {
+      addedP99BelowMs: 0.5,
+      endToEnd: { addedP99, met: addedP99 < 0.5 },
+      admissionPhase: { addedP99: admissionAddedP99, met: admissionAddedP99 < 0.5 },
+    },
     redisOutages: outages,
     deletedKeys,
   },
