@@ -68,7 +68,7 @@ describe('embedded first run', () => {
     const key = output.match(/tg-[A-Za-z0-9_-]{40,}/)?.[0]
     expect(key, output).toBeDefined()
     expect(output).toContain('/swagger')
-    const ready = (await (await waitReady(15_000)).json()) as {
+    const ready = (await (await waitReady(30_000)).json()) as {
       components: Record<string, { status: string }>
     }
     expect(Object.keys(ready.components)).toEqual(expect.arrayContaining(['store', 'pglite']))
@@ -87,11 +87,11 @@ describe('embedded first run', () => {
     // A second start keeps the data folder and prints no new key.
     child = start()
     const again = await readUntil(child.stdout, /tollgate listening/, 30_000)
-    await waitReady(15_000)
+    await waitReady(30_000)
     expect(again).not.toMatch(/tg-[A-Za-z0-9_-]{40,}/)
     const reused = await fetch(`${base}/v1/models`, { headers: { authorization: `Bearer ${key}` } })
     expect(reused.status).toBe(200)
     child.kill('SIGTERM')
     expect(await child.exited).toBe(0)
-  }, 90_000)
+  }, 150_000)
 })

@@ -4,7 +4,7 @@
  * from a record that has no hash in it, so neither hashes nor plaintexts can be listed.
  */
 import { Elysia, t } from 'elysia'
-import { ApiError } from '../exchange'
+import { ApiError, ProblemSchema as Problem } from '../exchange'
 import type { ApiKeyRecord } from './keys'
 import { type AuthOptions, auth } from './macros'
 
@@ -41,20 +41,6 @@ const CreatedKey = t.Object({
   prefix: t.String(),
   created_at: Timestamp,
 })
-
-/** RFC 9457 problem details, as the exchange plugin renders errors outside `/v1`. */
-const Problem = t.Object(
-  {
-    type: t.String(),
-    title: t.String(),
-    status: t.Integer(),
-    detail: t.String(),
-    instance: t.String(),
-    code: t.Optional(t.String()),
-    param: t.Optional(t.String()),
-  },
-  { description: 'application/problem+json' },
-)
 
 const KeyId = t.Object({ id: t.String({ format: 'uuid', pattern: uuidPattern }) })
 

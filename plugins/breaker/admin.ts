@@ -5,7 +5,7 @@
  * refresh interval.
  */
 import { Elysia, t } from 'elysia'
-import { ApiError } from '../exchange'
+import { ApiError, ProblemSchema as Problem } from '../exchange'
 import type { BreakerService } from './service'
 import type { BreakerView } from './view'
 
@@ -32,19 +32,6 @@ const BreakerList = t.Object({
   shared: t.Boolean({ description: 'Whether breaker state is shared by every instance (Redis).' }),
   data: t.Array(BreakerInfo),
 })
-
-const Problem = t.Object(
-  {
-    type: t.String(),
-    title: t.String(),
-    status: t.Integer(),
-    detail: t.String(),
-    instance: t.String(),
-    code: t.Optional(t.String()),
-    param: t.Optional(t.String()),
-  },
-  { description: 'application/problem+json' },
-)
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString())
 

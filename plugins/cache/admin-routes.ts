@@ -4,23 +4,9 @@
  * admin guard. Each answer says exactly what was invalidated.
  */
 import { Elysia, t } from 'elysia'
-import { ApiError } from '../exchange'
+import { ApiError, ProblemSchema as Problem } from '../exchange'
 import { StoreUnavailableError } from '../store'
 import type { CacheService } from './service'
-
-/** RFC 9457 problem details, as the exchange plugin renders errors outside `/v1`. */
-const Problem = t.Object(
-  {
-    type: t.String(),
-    title: t.String(),
-    status: t.Integer(),
-    detail: t.String(),
-    instance: t.String(),
-    code: t.Optional(t.String()),
-    param: t.Optional(t.String()),
-  },
-  { description: 'application/problem+json' },
-)
 
 const UserInvalidated = t.Object(
   {

@@ -165,9 +165,10 @@ export function cost({
       if (ledger.budgets.known) exchange.notes.set(monthlyBudgetNote, ledger.budgets.of(exchange.principal))
     })
     .onAfterResponse({ as: 'global' }, function releaseUnsettled(context) {
-      const { exchange, code } = context as { exchange?: unknown; code?: unknown }
-      // An error answer without a settlement (a 429, an unknown model) never settles later.
-      if (exchange instanceof Exchange && code !== undefined) ledger.untrack(exchange)
+      const { exchange } = context as { exchange?: unknown }
+      // An answer sent without a settlement (a 429, an unknown model, a thrown Response)
+      // never settles later; untrack keeps the ones that did.
+      if (exchange instanceof Exchange) ledger.untrack(exchange)
     })
     .onStop(function closeLedger() {
       return ledger.close()

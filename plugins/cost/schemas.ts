@@ -121,16 +121,4 @@ export const LedgerStatsView = t.Object({
   budgets_error: t.Union([t.String(), t.Null()]),
 })
 
-/** RFC 9457 problem details, as the exchange plugin renders errors outside `/v1`. */
-export const Problem = t.Object(
-  {
-    type: t.String(),
-    title: t.String(),
-    status: t.Integer(),
-    detail: t.String(),
-    instance: t.String(),
-    code: t.Optional(t.String()),
-    param: t.Optional(t.String()),
-  },
-  { description: 'application/problem+json' },
-)
+export { ProblemSchema as Problem } from '../exchange'

@@ -10,6 +10,7 @@ import { Exchange, type Principal, type SettlementHub } from './exchange'
 import { checkPromptLimits, type PromptBody, type PromptLimits, promptLimitsOf } from './prompt-limits'
 
 export { defaultJsonLimits, isJsonContentType, readJsonBody, tooLarge } from './body'
+export { OpenAIErrorSchema, ProblemSchema } from './error-schemas'
 export type { ErrorType, OpenAIErrorBody } from './errors'
 export { ApiError, clipParam, errorResponse, openAIErrorBody } from './errors'
 export type {

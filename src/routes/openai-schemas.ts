@@ -4,6 +4,7 @@
  * work without a gateway release; the fields the gateway reads are checked precisely.
  */
 import { t } from 'elysia'
+import { OpenAIErrorSchema } from '../../plugins/exchange'
 
 const open = { additionalProperties: true }
 
@@ -132,17 +133,7 @@ export const ModelList = t.Object({
   ),
 })
 
-export const OpenAIError = t.Object(
-  {
-    error: t.Object({
-      message: t.String(),
-      type: t.String(),
-      param: Nullable(t.String()),
-      code: Nullable(t.String()),
-    }),
-  },
-  { description: 'The OpenAI error envelope.' },
-)
+export const OpenAIError = OpenAIErrorSchema
 
 /** The statuses every model route can answer with the error envelope. */
 export const modelErrorResponses = {

@@ -7,7 +7,14 @@
 import { Elysia, t } from 'elysia'
 import type { ApiKeys, auth } from '../../plugins/auth'
 import { amount, type Ledger, type MonthlyBudget, monthOf, projectMonth } from '../../plugins/cost'
-import { ApiError, type exchange as exchangePlugin, formatUsd, type Principal } from '../../plugins/exchange'
+import {
+  ApiError,
+  type exchange as exchangePlugin,
+  formatUsd,
+  OpenAIErrorSchema,
+  type Principal,
+  ProblemSchema,
+} from '../../plugins/exchange'
 import type { QuotaService, ScopeUsage } from '../../plugins/quota'
 
 export interface UsageRoutesOptions {
@@ -80,13 +87,8 @@ const UsageView = t.Object({
     },
   ),
 })
-const Problem = t.Object(
-  { type: t.String(), title: t.String(), status: t.Integer(), detail: t.String() },
-  { additionalProperties: true },
-)
-const OpenAIError = t.Object({
-  error: t.Object({ message: t.String(), type: t.String() }, { additionalProperties: true }),
-})
+const Problem = ProblemSchema
+const OpenAIError = OpenAIErrorSchema
 const KeyId = t.Object({ id: t.String({ format: 'uuid' }) })
 
 /** How long /v1/usage waits for the ledger's figures before answering without them. */
