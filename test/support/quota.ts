@@ -93,6 +93,6 @@ export function countStatuses(results: Array<{ status: number }>): Record<number
 
 /** Waits until a Redis store is connected, so the first decision is Redis', not the fallback's. */
 export async function storeReady(store: Store): Promise<void> {
-  if (store instanceof RedisStore && !(await store.waitUntilAvailable(5000)))
+  if (store instanceof RedisStore && !(await store.waitUntilAvailable(10_000)))
     throw new Error('Redis store did not become available')
 }
