@@ -7,90 +7,12 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { join } from 'node:path'
-import type { Socket, TCPSocketListener } from 'bun'
 import { createClient, type RedisClientType } from 'redis'
 import { requirePostgres } from './support/db'
 import { eventually, type Gateway, startGateway } from './support/gateway'
 import { chat, storeReady, uniqueUser } from './support/quota'
 import { type RedisServer, startRedisServer } from './support/redis'
-
-/** Complete RESP commands at the front of `buffer`, and what is left of it. */
-function takeCommands(buffer: Buffer): { commands: string[][]; rest: Buffer } {
-  const commands: string[][] = []
-  let at = 0
-  const line = (from: number) => {
-    const end = buffer.indexOf('\r\n', from)
-    return end < 0 ? null : { text: buffer.toString('latin1', from, end), next: end + 2 }
-  }
-  parsing: while (at < buffer.length) {
-    const header = line(at)
-    if (!header) break
-    if (!header.text.startsWith('*')) throw new Error(`not a RESP array: ${header.text}`)
-    const parts: string[] = []
-    let next = header.next
-    for (let i = 0; i < Number(header.text.slice(1)); i++) {
-      const size = line(next)
-      if (!size) break parsing
-      const end = size.next + Number(size.text.slice(1))
-      if (end + 2 > buffer.length) break parsing
-      parts.push(buffer.toString('utf8', size.next, end))
-      next = end + 2
-    }
-    commands.push(parts)
-    at = next
-  }
-  return { commands, rest: buffer.subarray(at) }
-}
-
-interface Proxy {
-  port: number
-  /** Each write the gateway made, as the commands it carried. */
-  writes: string[][][]
-  stop(): void
-}
-
-/** Forwards every connection to `target`, recording what clients write. */
-function startProxy(target: number): Proxy {
-  const writes: string[][][] = []
-  interface Side {
-    upstream?: Socket<undefined>
-    pending: Buffer[]
-    partial: Buffer
-  }
-  const listener: TCPSocketListener<Side> = Bun.listen<Side>({
-    hostname: '127.0.0.1',
-    port: 0,
-    socket: {
-      open(client) {
-        client.data = { pending: [], partial: Buffer.alloc(0) }
-        void Bun.connect({
-          hostname: '127.0.0.1',
-          port: target,
-          socket: {
-            open(upstream) {
-              client.data.upstream = upstream
-              for (const chunk of client.data.pending.splice(0)) upstream.write(chunk)
-            },
-            data: (_upstream, chunk) => void client.write(chunk),
-            close: () => void client.end(),
-            error: () => void client.end(),
-          },
-        }).catch(() => client.end())
-      },
-      data(client, chunk) {
-        const parsed = takeCommands(Buffer.concat([client.data.partial, chunk]))
-        client.data.partial = Buffer.from(parsed.rest)
-        if (parsed.commands.length > 0) writes.push(parsed.commands)
-        if (client.data.upstream) client.data.upstream.write(chunk)
-        else client.data.pending.push(Buffer.from(chunk))
-      },
-      close(client) {
-        client.data.upstream?.end()
-      },
-    },
-  })
-  return { port: listener.port, writes, stop: () => listener.stop(true) }
-}
+import { type RedisProxy, startRedisProxy } from './support/redis-proxy'
 
 const sha1Of = async (file: string) =>
   new Bun.CryptoHasher('sha1')
@@ -98,13 +20,13 @@ const sha1Of = async (file: string) =>
     .digest('hex')
 
 let redis: RedisServer
-let proxy: Proxy
+let proxy: RedisProxy
 let gateway: Gateway
 let direct: RedisClientType
 
 beforeAll(async () => {
   redis = await startRedisServer()
-  proxy = startProxy(redis.port)
+  proxy = startRedisProxy(redis.port)
   gateway = await startGateway({
     env: {
       REDIS_URL: `redis://127.0.0.1:${proxy.port}`,
