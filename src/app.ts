@@ -11,6 +11,7 @@ import { cost, costAdmin } from '../plugins/cost'
 import { exchange, freePrice, priceFromUsdPerMillion } from '../plugins/exchange'
 import { observability } from '../plugins/observability'
 import { quota } from '../plugins/quota'
+import { streams, streamsAdmin } from '../plugins/streams'
 import type { ModelConfig } from './config'
 import { log } from './log'
 import { docsRoutes } from './routes/docs'
@@ -155,6 +156,8 @@ export function createApp(
     priceOf,
     staleCache: config.breaker.staleCache,
   })
+  const streaming = streams({ heartbeatMs: config.streams.heartbeatMs, now: runtime.clock ?? Date.now })
+  const activeStreams = streaming.decorator.streams
   // Plugins that keep running totals are read at each scrape.
   metrics.readCache(() => answers.stats())
   metrics.readLedger(() => ledger.stats())
@@ -166,6 +169,7 @@ export function createApp(
     .use(caching)
     .use(costs)
     .use(breakers)
+    .use(streaming)
     .use(docsRoutes({ version: pkg.version }))
     .use(
       healthRoutes({
@@ -173,7 +177,18 @@ export function createApp(
         lifecycle,
       }),
     )
-    .use(openAIRoutes({ router, spine, auth: keyAuth, admission, cache: answers, resilience, priceOf }))
+    .use(
+      openAIRoutes({
+        router,
+        spine,
+        auth: keyAuth,
+        admission,
+        cache: answers,
+        resilience,
+        priceOf,
+        streams: activeStreams,
+      }),
+    )
     .use(usageRoutes({ spine, auth: keyAuth, keys, admission, ledger }))
     .group('/admin', (admin) =>
       admin
@@ -189,7 +204,8 @@ export function createApp(
           guarded.use(costAdmin({ ledger, now: runtime.clock ?? Date.now })),
         )
         .guard({ admin: true }, (guarded) => guarded.use(cacheAdmin(answers)))
-        .guard({ admin: true }, (guarded) => guarded.use(breakerAdmin(circuits))),
+        .guard({ admin: true }, (guarded) => guarded.use(breakerAdmin(circuits)))
+        .guard({ admin: true }, (guarded) => guarded.use(streamsAdmin(activeStreams))),
     )
 }
 

@@ -251,6 +251,7 @@ export const ConfigFileSchema = T.Object(
     ),
     cache: T.Optional(CacheSchema),
     breaker: T.Optional(BreakerSchema),
+    streams: T.Optional(T.Object({ heartbeat_ms: T.Optional(PositiveInt) }, { additionalProperties: false })),
   },
   { additionalProperties: false },
 )

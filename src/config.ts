@@ -118,6 +118,8 @@ export interface Config {
     otlp: { url: string; serviceName: string; sampleRatio: number } | null
     dailyCostAlertUsd: number | null
   }
+  /** Active SSE streams (plugins/streams). */
+  streams: { heartbeatMs: number }
   /** Where the file came from, for the startup log. */
   source: string | null
 }
@@ -496,6 +498,7 @@ export function buildConfig(env: Env, rawFile: unknown = {}, source: string | nu
     cache: resolveCache(file, models),
     breaker: resolveBreaker(file, providers, models),
     observability: resolveObservability(file, env),
+    streams: { heartbeatMs: file.streams?.heartbeat_ms ?? 15_000 },
     source,
   }
 }

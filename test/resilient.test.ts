@@ -6,6 +6,7 @@
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
 import { ApiError, priceFromUsdPerMillion } from '../plugins/exchange'
+import { StreamRegistry } from '../plugins/streams'
 import { relayStream } from '../src/routes/chat-stream'
 import type { ChatCompletion } from '../src/upstream/provider'
 import { UpstreamError } from '../src/upstream/provider'
@@ -221,6 +222,7 @@ describe('streams', () => {
       includeUsage: false,
       clientSignal: signal,
       abortUpstream: () => {},
+      streams: new StreamRegistry(15_000, Date.now),
     })
     for await (const frame of relay) frames.push(String((frame as { data: unknown }).data))
     expect(frames).toHaveLength(3)

@@ -20,6 +20,7 @@ import {
   type Principal,
 } from '../../plugins/exchange'
 import type { QuotaService } from '../../plugins/quota'
+import type { StreamRegistry } from '../../plugins/streams'
 import type { ModelConfig } from '../config'
 import type { ChatRequest, EmbeddingRequest } from '../upstream/provider'
 import type { Resilience } from '../upstream/resilient'
@@ -52,6 +53,8 @@ export interface OpenAIRoutesOptions {
   resilience: Resilience
   /** A model's price, converted once at startup. */
   priceOf: (model: ModelConfig) => Price
+  /** Where relayed streams are listed (and cancelled from) while they run. */
+  streams: StreamRegistry
 }
 
 /** Ties the upstream call to the client: a client that goes away aborts the upstream. */
@@ -99,6 +102,7 @@ export function openAIRoutes({
   cache,
   resilience,
   priceOf,
+  streams,
 }: OpenAIRoutesOptions) {
   return new Elysia({ name: 'tollgate/routes/openai' })
     .use(spine)
@@ -176,6 +180,7 @@ export function openAIRoutes({
           clientSignal: request.signal,
           abortUpstream: () => upstream.abort(),
           collect: cache.responses.collector(exchange),
+          streams,
         })
       },
       {
