@@ -1,14 +1,17 @@
 /**
  * Process entry: config -> runtime -> listen -> graceful shutdown. An invalid config stops
- * here with the field and the problem; SIGTERM drains (readiness fails first, in-flight
- * requests and streams finish up to the grace period), the cost ledger flushes, and then Redis
- * and the database close.
+ * here with the field and the problem; a database that does not answer yet is waited for
+ * with backoff while the probes say so (src/startup.ts). SIGTERM drains (readiness fails
+ * first, in-flight requests and streams finish up to the grace period), the cost ledger
+ * flushes, and then Redis and the database close.
  */
+import { openDatabase } from '../db/client'
 import { createDevelopmentKey } from '../plugins/auth'
 import { createApp } from './app'
 import { ConfigError, loadConfig } from './config'
 import { log, setLogLevel } from './log'
 import { createRuntime } from './runtime'
+import { openWithBackoff, serveStartupProbes } from './startup'
 
 async function main(): Promise<void> {
   let config: Awaited<ReturnType<typeof loadConfig>>
@@ -21,7 +24,11 @@ async function main(): Promise<void> {
   }
   setLogLevel(config.logLevel)
   const lifecycle = { started: false, draining: false }
-  const runtime = await createRuntime(config)
+  const startup = { waitingFor: null, lastError: null }
+  const probes = serveStartupProbes(config.server.port, config.server.host, startup)
+  const database = await openWithBackoff('the database', () => openDatabase(config.database), startup)
+  const runtime = await createRuntime(config, { database })
+  await probes.stop(true)
   const app = createApp(runtime, { lifecycle }).listen({
     port: config.server.port,
     hostname: config.server.host,

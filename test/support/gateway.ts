@@ -41,8 +41,12 @@ const scriptedFaults = {
 /**
  * The Config a test gateway runs with: the admin key, a data folder and a Redis key prefix of
  * its own (so its counters and leases, global ones too, stay apart from every other test and
- * benchmark sharing the Redis), and scripted-fault resilience unless the test sets `breaker`.
+ * benchmark sharing the Redis), scripted-fault resilience unless the test sets `breaker`, and a
+ * ledger shutdown bounded well inside a test hook's timeout unless the test sets `ledger`.
  */
+/** Stopping a test gateway flushes its ledger within a hook's time, whatever is left pending. */
+const quickShutdown = { shutdown_timeout_ms: 2000 }
+
 export function gatewayConfig(env: Env, file: Record<string, unknown>) {
   return buildConfig(
     {
@@ -51,7 +55,7 @@ export function gatewayConfig(env: Env, file: Record<string, unknown>) {
       REDIS_KEY_PREFIX: `tgt:${crypto.randomUUID()}:`,
       ...env,
     },
-    { breaker: scriptedFaults, ...file },
+    { breaker: scriptedFaults, ledger: quickShutdown, ...file },
   )
 }
 
