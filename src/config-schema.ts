@@ -201,6 +201,7 @@ export const ConfigFileSchema = T.Object(
           host: T.Optional(T.String({ minLength: 1 })),
           body_limit_bytes: T.Optional(PositiveInt),
           shutdown_grace_ms: T.Optional(T.Integer({ minimum: 0 })),
+          drain_delay_ms: T.Optional(T.Integer({ minimum: 0 })),
         },
         { additionalProperties: false },
       ),

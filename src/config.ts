@@ -48,7 +48,14 @@ export interface ModelResilience {
 export interface Config {
   production: boolean
   logLevel: LogLevel
-  server: { port: number; host: string; bodyLimitBytes: number; shutdownGraceMs: number }
+  server: {
+    port: number
+    host: string
+    bodyLimitBytes: number
+    shutdownGraceMs: number
+    /** On SIGTERM, how long readiness fails while the listener still serves, before the drain. */
+    drainDelayMs: number
+  }
   redis: { url: string | null; clusterNodes: string[]; keyPrefix: string }
   database: { url: string | null; dataDir: string }
   adminApiKey: string | null
@@ -294,6 +301,7 @@ export function buildConfig(env: Env, rawFile: unknown = {}, source: string | nu
       host: env.HOST ?? file.server?.host ?? '0.0.0.0',
       bodyLimitBytes: file.server?.body_limit_bytes ?? 1_048_576,
       shutdownGraceMs: file.server?.shutdown_grace_ms ?? 10_000,
+      drainDelayMs: file.server?.drain_delay_ms ?? 0,
     },
     redis: {
       url: env.REDIS_URL || null,

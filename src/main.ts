@@ -2,8 +2,9 @@
  * Process entry: config -> runtime -> listen -> graceful shutdown. An invalid config stops
  * here with the field and the problem; a database that does not answer yet is waited for
  * with backoff while the probes say so (src/startup.ts). SIGTERM drains (readiness fails
- * first, in-flight requests and streams finish up to the grace period), the cost ledger
- * flushes, and then Redis and the database close.
+ * first, for server.drain_delay_ms while the listener still serves; then in-flight requests
+ * and streams finish up to the grace period), the cost ledger flushes, and then Redis and
+ * the database close.
  */
 import { openDatabase } from '../db/client'
 import { createDevelopmentKey } from '../plugins/auth'
@@ -57,6 +58,12 @@ async function main(): Promise<void> {
     }
     stopping = true
     lifecycle.draining = true
+    // Readiness now answers 503 while requests are still served, so load balancers that poll
+    // it take the instance out before its listener closes instead of meeting refused connections.
+    if (config.server.drainDelayMs > 0) {
+      log.info('not ready: waiting before the drain', { signal, drain_delay_ms: config.server.drainDelayMs })
+      await Bun.sleep(config.server.drainDelayMs)
+    }
     log.info('draining', { signal, grace_ms: config.server.shutdownGraceMs })
     const drained = server.stop(false)
     const graceOver = Bun.sleep(config.server.shutdownGraceMs).then(() => 'timeout' as const)

@@ -7,6 +7,12 @@
  * by an operator through the stream registry (an SSE error event with `code: "cancelled"`).
  * While the upstream is silent, comment heartbeats keep proxies from cutting the connection.
  *
+ * Backpressure needs no buffer of our own: Elysia (1.4) turns the route's generator into a
+ * pull-based ReadableStream (default highWaterMark: one chunk), and Bun pulls it only as the
+ * socket takes bytes. So the relay asks the upstream for its next chunk only when the client
+ * has made room, and the upstream fetch body is pulled the same way: a reader that stops
+ * stalls the upstream after the sockets' buffers fill (test/backpressure.test.ts measures it).
+ *
  * A cache hit is answered here too: the stored JSON, or its replay as a complete stream.
  */
 import { sse } from 'elysia'

@@ -38,6 +38,8 @@ export interface GatewayProcess {
   kill(): Promise<void>
   /** SIGTERM and wait for the graceful exit. */
   stop(): Promise<void>
+  /** The exit code, once the process has exited (for tests that signal it themselves). */
+  exited: Promise<number>
 }
 
 const children = new Set<Subprocess>()
@@ -101,6 +103,7 @@ export async function startGatewayProcess({
       proc.kill('SIGTERM')
       await exited()
     },
+    exited: proc.exited,
   }
 
   const deadline = performance.now() + startTimeoutMs
