@@ -106,6 +106,9 @@ async function faultLoop() {
   for (let n = 0; now() < endMs; n++) {
     await Bun.sleep(FAULT_EVERY_MS)
     const fault = faults[n % faults.length]
+    // Drop a fault nobody took first: while the breaker is open no request reaches the
+    // simulator, and queued faults would outnumber its half-open probes and keep it open.
+    await fetch(`${sim.url}/_sim/reset`, { method: 'POST' }).catch(() => {})
     await fetch(`${sim.url}/_sim/faults`, { method: 'POST', body: JSON.stringify([fault]) }).catch(() => {})
   }
 }
