@@ -89,7 +89,7 @@ export class ApiKeys {
    */
   async authenticate(token: string): Promise<Principal | null> {
     if (!looksLikeKey(token)) return null
-    const hash = await hashKey(token)
+    const hash = hashKey(token)
     try {
       return await this.cache.get(hash)
     } catch (error) {
@@ -109,7 +109,7 @@ export class ApiKeys {
    */
   async authenticateCached(token: string): Promise<Principal | null> {
     if (!looksLikeKey(token)) return null
-    return this.cache.peek(await hashKey(token))
+    return this.cache.peek(hashKey(token))
   }
 
   create(input: NewApiKey): Promise<CreatedApiKey> {

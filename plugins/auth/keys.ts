@@ -50,10 +50,13 @@ export function looksLikeKey(candidate: string): boolean {
   return keyPattern.test(candidate)
 }
 
-/** Hex SHA-256: keys carry 256 bits of entropy, so a fast unsalted hash is enough. */
-export async function hashKey(key: string): Promise<string> {
-  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(key))
-  return Buffer.from(digest).toString('hex')
+/**
+ * Hex SHA-256: keys carry 256 bits of entropy, so a fast unsalted hash is enough. It runs on
+ * every authenticated request, so it is Bun's synchronous hasher, not a crypto.subtle round
+ * through a promise.
+ */
+export function hashKey(key: string): string {
+  return new Bun.CryptoHasher('sha256').update(key).digest('hex')
 }
 
 const publicColumns = {
@@ -73,7 +76,7 @@ export class KeyStore {
 
   async create({ userId, name, tier, overrides = {} }: NewApiKey): Promise<CreatedApiKey> {
     const key = generateKey()
-    const keyHash = await hashKey(key)
+    const keyHash = hashKey(key)
     const [record] = await this.db
       .insert(apiKeys)
       .values({ userId, name, tier, overrides, keyHash, prefix: key.slice(0, displayPrefixLength) })
