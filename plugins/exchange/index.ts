@@ -9,10 +9,10 @@ import { ApiError, clipParam, errorResponse } from './errors'
 import { Exchange, type Principal, type SettlementHub } from './exchange'
 import { checkPromptLimits, type PromptBody, type PromptLimits, promptLimitsOf } from './prompt-limits'
 
-export { defaultJsonLimits, isJsonContentType, readJsonBody, tooLarge } from './body'
+export { tooLarge } from './body'
 export { OpenAIErrorSchema, ProblemSchema } from './error-schemas'
 export type { ErrorType, OpenAIErrorBody } from './errors'
-export { ApiError, clipParam, errorResponse, openAIErrorBody } from './errors'
+export { ApiError, openAIErrorBody } from './errors'
 export type {
   CacheStatus,
   Outcome,
@@ -22,13 +22,12 @@ export type {
   SettlePhase,
   Usage,
 } from './exchange'
-export { Exchange, SettlementHub, settlePhases } from './exchange'
+export { Exchange, SettlementHub } from './exchange'
 export type { JsonLimits } from './json-limits'
-export { checkJsonStructure, findForbiddenKey, forbiddenKeys, parseLimitedJson } from './json-limits'
 export type { Price } from './money'
 export { costOf, formatUsd, freePrice, priceFromUsdPerMillion, usdToNano } from './money'
 export type { PromptBody, PromptLimits } from './prompt-limits'
-export { checkPromptLimits, promptLimitsOf } from './prompt-limits'
+export { checkPromptLimits } from './prompt-limits'
 
 export interface ExchangeOptions {
   /** Settlement subscribers; every feature plugin subscribes to the same hub. */
@@ -74,7 +73,7 @@ export interface ExchangeOptions {
 const requestIdPattern = /^[A-Za-z0-9._:-]{8,128}$/
 
 /** Honours a well-formed incoming request id, else makes one. */
-export function requestIdFor(request: Request): string {
+function requestIdFor(request: Request): string {
   const incoming = request.headers.get('x-request-id')
   return incoming && requestIdPattern.test(incoming) ? incoming : crypto.randomUUID()
 }
@@ -101,7 +100,7 @@ function hasBody(request: Request): boolean {
 }
 
 /** Turns a validation failure into the OpenAI-style 400 with `param` naming the field. */
-export function validationToApiError(error: ValidationError): ApiError {
+function validationToApiError(error: ValidationError): ApiError {
   const first = error.valueError
   const param = first?.path ? clipParam(first.path.replace(/^\//, '').replaceAll('/', '.')) : null
   const where = param ? `'${param}'` : 'request'
