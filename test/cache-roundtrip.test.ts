@@ -3,7 +3,7 @@
  * a private redis-server that records the command names of each write the gateway makes: a
  * cacheable request's lookup (epoch, namespace version, entry) travels in the same write as
  * the quota admission, so a hit costs one round trip before its answer; the entry of a miss
- * is written after the answer, as is the quota settlement.
+ * is written after the answer, in the same write as the quota settlement.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { join } from 'node:path'
@@ -57,21 +57,22 @@ async function writesOf(content: string, stream = false): Promise<string[][]> {
 }
 
 describe('cache lookups share the quota round trip', () => {
-  test('lookup and admission in one write; a hit needs nothing else, a miss writes its entry last', async () => {
+  test('lookup and admission in one write; a hit needs nothing else, a miss writes its entry with the settlement', async () => {
     // Warm up: the first call of a script on a fresh server loads it (NOSCRIPT, then EVAL).
     await writesOf('warm up')
     const admission = ['EVALSHA', 'EVALSHA', 'GET', 'GET', 'GET']
     const settlement = ['EVALSHA', 'EVALSHA']
+    // A miss's settlement: quota reconciliation and the entry's SET leave in one write.
+    const settlementWithEntry = ['EVALSHA', 'EVALSHA', 'SET']
     // An upstream call also tells the shared breaker its outcome, after the answer.
     const breakerRecord = ['EVALSHA']
-    expect(await writesOf('a question')).toEqual([admission, breakerRecord, settlement, ['SET']])
+    expect(await writesOf('a question')).toEqual([admission, breakerRecord, settlementWithEntry])
     // The same question streamed: a hit, no upstream call.
     expect(await writesOf('a question', true)).toEqual([admission, settlement])
     expect(await writesOf('a streamed question', true)).toEqual([
       admission,
       breakerRecord,
-      settlement,
-      ['SET'],
+      settlementWithEntry,
     ])
   })
 })
