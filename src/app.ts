@@ -103,6 +103,7 @@ export function createApp(
   })
   const keyAuth = auth({ keys, adminApiKey: config.adminApiKey, failures: authFailures })
   const quotas = quota({
+    enabled: config.quota.enabled,
     store: runtime.store,
     hub: settlements,
     tiers: config.tiers,

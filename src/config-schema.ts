@@ -225,6 +225,7 @@ export const ConfigFileSchema = T.Object(
     quota: T.Optional(
       T.Object(
         {
+          enabled: T.Optional(T.Boolean()),
           fallback: T.Optional(T.Union([T.Literal('local'), T.Literal('open'), T.Literal('closed')])),
           route_weights: T.Optional(T.Record(T.String({ pattern: '^/' }), PositiveInt)),
           default_max_tokens: T.Optional(PositiveInt),
@@ -237,6 +238,7 @@ export const ConfigFileSchema = T.Object(
     ledger: T.Optional(
       T.Object(
         {
+          enabled: T.Optional(T.Boolean()),
           flush_interval_ms: T.Optional(PositiveInt),
           batch_size: T.Optional(T.Integer({ minimum: 1, maximum: 10_000 })),
           max_backlog: T.Optional(PositiveInt),

@@ -16,6 +16,7 @@ import type { CacheRuleFile, ConfigFile, ResilienceFile } from './config-schema'
 export function resolveLedger(file: ConfigFile, dataDir: string): Config['ledger'] {
   const ledger = file.ledger ?? {}
   return {
+    enabled: ledger.enabled ?? true,
     flushIntervalMs: ledger.flush_interval_ms ?? 250,
     batchSize: ledger.batch_size ?? 1000,
     maxBacklog: ledger.max_backlog ?? 100_000,

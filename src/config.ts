@@ -67,6 +67,7 @@ export interface Config {
   tiers: Record<string, TierLimits>
   global: GlobalLimits
   quota: {
+    enabled: boolean
     fallback: 'local' | 'open' | 'closed'
     routeWeights: Record<string, number>
     defaultMaxTokens: number
@@ -74,6 +75,7 @@ export interface Config {
     refundRequestsOnError: boolean
   }
   ledger: {
+    enabled: boolean
     flushIntervalMs: number
     batchSize: number
     maxBacklog: number
@@ -328,6 +330,7 @@ export function buildConfig(env: Env, rawFile: unknown = {}, source: string | nu
     tiers,
     global: { ...defaultGlobal, ...file.global },
     quota: {
+      enabled: file.quota?.enabled ?? true,
       fallback: file.quota?.fallback ?? 'local',
       routeWeights: file.quota?.route_weights ?? {},
       defaultMaxTokens: file.quota?.default_max_tokens ?? 1024,

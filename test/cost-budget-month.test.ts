@@ -26,6 +26,7 @@ describe('the budget month', () => {
 
   function service(store: Store, now: () => number) {
     return new QuotaService({
+      enabled: true,
       store,
       tiers: { open: noLimits },
       global: { concurrent: null, requests_per_hour: null, cost_per_day_usd: null },

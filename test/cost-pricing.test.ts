@@ -36,6 +36,7 @@ describe('pricing in config', () => {
 
   test('the ledger section is validated like every other', () => {
     expect(buildConfig({ DATA_DIR: '/data' }, {}).ledger).toEqual({
+      enabled: true,
       flushIntervalMs: 250,
       batchSize: 1000,
       maxBacklog: 100_000,

@@ -33,6 +33,12 @@ export interface CostOptions {
   /** The settlement hub; the ledger subscribes to its `ledger` phase. */
   hub: SettlementHub
   /**
+   * Off, settled requests are not written to `usage_events`, so reports and spend stay
+   * empty. Budgets are still read and enforced (by the quota), counted from zero.
+   * @default true
+   */
+  enabled?: boolean
+  /**
    * Longest a settled request waits before its batch is written, in ms.
    * @default 250
    */
@@ -107,6 +113,7 @@ export interface CostOptions {
 export function cost({
   db,
   hub,
+  enabled = true,
   flushIntervalMs = 250,
   batchSize = 1000,
   maxBacklog = 100_000,
@@ -139,10 +146,12 @@ export function cost({
     budgetRefreshMs,
   })
   void ledger.start()
-  hub.subscribe('ledger', function recordInLedger(exchange) {
-    ledger.record(exchange)
-  })
-  const guarded = new Set(modelRoutes)
+  if (enabled) {
+    hub.subscribe('ledger', function recordInLedger(exchange) {
+      ledger.record(exchange)
+    })
+  }
+  const modelPaths = new Set(modelRoutes)
   const backlogFull = new ApiError({
     status: 503,
     message: 'Usage accounting is catching up; retry shortly.',
@@ -155,11 +164,14 @@ export function cost({
     .onBeforeHandle({ as: 'global' }, async function prepareLedger(context) {
       // Runs after auth (a transform hook) and before the route reserves quota.
       const { exchange } = context as { exchange?: unknown }
-      if (!(exchange instanceof Exchange) || exchange.principal === null || !guarded.has(exchange.path))
+      if (!(exchange instanceof Exchange) || exchange.principal === null || !modelPaths.has(exchange.path))
         return
-      if (ledger.refusing) throw backlogFull
-      if (context.request.headers.get('x-request-id') === exchange.id) exchange.notes.set(clientIdNote, true)
-      ledger.track(exchange)
+      if (enabled) {
+        if (ledger.refusing) throw backlogFull
+        if (context.request.headers.get('x-request-id') === exchange.id)
+          exchange.notes.set(clientIdNote, true)
+        ledger.track(exchange)
+      }
       // Only the first requests of an instance wait, for the budget book's first read.
       if (!ledger.budgets.known) await ledger.budgets.firstLoad
       if (ledger.budgets.known) exchange.notes.set(monthlyBudgetNote, ledger.budgets.of(exchange.principal))

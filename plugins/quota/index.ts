@@ -17,6 +17,12 @@ export type { QuotaDecision, QuotaFallback, Reservation, ScopeUsage } from './qu
 export { QuotaService } from './quota'
 
 export interface QuotaOptions {
+  /**
+   * Off, no request is checked or counted: no limits, budgets, concurrency leases or
+   * RateLimit headers, and no Redis round trip; `/v1/usage` then shows empty windows.
+   * @default true
+   */
+  enabled?: boolean
   /** Where counters and leases live: Redis for exact limits across instances, or memory. */
   store: Store
   /** The settlement hub; reconciliation subscribes to its `quota` phase. */
@@ -70,6 +76,7 @@ export interface QuotaOptions {
 }
 
 export function quota({
+  enabled = true,
   store,
   hub,
   tiers,
@@ -84,6 +91,7 @@ export function quota({
   onFallback = () => {},
 }: QuotaOptions) {
   const service = new QuotaService({
+    enabled,
     store,
     tiers,
     global,
@@ -99,7 +107,7 @@ export function quota({
   hub.subscribe('quota', function reconcileQuota(exchange) {
     return service.reconcile(exchange)
   })
-  return new Elysia({ name: 'tollgate/quota', seed: { fallback, leaseTtlMs } })
+  return new Elysia({ name: 'tollgate/quota', seed: { enabled, fallback, leaseTtlMs } })
     .decorate('quota', service)
     .onStop(function closeQuota() {
       return service.close()

@@ -38,6 +38,7 @@ export interface QuotaDecision {
 }
 
 export interface QuotaServiceOptions {
+  enabled: boolean
   store: Store
   tiers: Record<string, TierLimits>
   global: GlobalLimits
@@ -144,6 +145,7 @@ export class QuotaService {
 
   /** Reserves for a model request, or throws the 429 that names the limit that denied. */
   async reserve(exchange: Exchange, maxTokens: number | null): Promise<Record<string, string>> {
+    if (!this.options.enabled) return {}
     const started = performance.now()
     const completionCap = maxTokens ?? this.options.defaultMaxTokens
     const request = {
