@@ -1,16 +1,13 @@
 /**
  * `bun run bench plugins`: where the overhead goes. The `overhead` load (1,000 req/s and
- * maximum) against several gateway processes side by side, each with one plugin switched off
- * through real config, all in front of one simulator, interleaved load by load:
+ * maximum) against several gateway processes side by side, each with plugins switched off
+ * through their real `enabled` settings, all in front of one simulator, interleaved load by
+ * load:
  * - all plugins on (as in `overhead`);
- * - cache off: `cache.enabled: false`;
- * - quota unlimited: every tier and global limit null. The quota plugin has no off switch:
- *   its scripts still run on Redis to count tokens and cost for /v1/usage, so this shows what
- *   the limits cost, not what the plugin costs;
- * - cache off and quota unlimited together;
+ * - each of quota, cache and ledger off in turn (`<plugin>.enabled: false`);
+ * - all three off: what auth, routing, the breaker, metrics and the relay cost alone;
  * - cache miss: cache on, every prompt unique and cacheable (`temperature: 0`, no `no-store`),
  *   so each request pays a lookup and a store: the cost of the cache on its miss path.
- * Auth, the ledger and the breaker have no config switch; bench/README.md says so.
  */
 import { added, compare, type LoadStep, latencyTable } from './lib/compare'
 import { benchConcurrency, benchSeconds } from './lib/env'
@@ -25,18 +22,18 @@ const recording = startRecording('plugins', 'plugins: the overhead with each plu
 
 const variants: Variant[] = [
   allOn,
-  { name: 'cache off', description: '`cache.enabled: false`', cache: 'off' },
-  { name: 'quota unlimited', description: 'every tier and global limit null', quota: 'unlimited' },
+  { name: 'quota off', description: '`quota.enabled: false`', off: ['quota'] },
+  { name: 'cache off', description: '`cache.enabled: false`', off: ['cache'] },
+  { name: 'ledger off', description: '`ledger.enabled: false`', off: ['ledger'] },
   {
-    name: 'cache off, quota unlimited',
-    description: 'both of the above: all that config can switch off',
-    cache: 'off',
-    quota: 'unlimited',
+    name: 'quota, cache, ledger off',
+    description: 'all three: auth, routing, breaker, metrics and relay remain',
+    off: ['quota', 'cache', 'ledger'],
   },
   {
     name: 'cache miss path',
     description: 'cache on; unique cacheable prompts: lookup + store each',
-    cache: 'miss',
+    cacheMiss: true,
   },
 ]
 

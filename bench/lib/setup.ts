@@ -30,15 +30,18 @@ export const highLimits = {
   concurrent: 1_000_000,
 }
 
+/** A plugin on the request path with an `enabled` setting of its own. */
+export type Switch = 'quota' | 'cache' | 'ledger'
+
 /** How a variant differs from every-plugin-on; each switch is a real config setting. */
 export interface Variant {
   name: string
   /** What was switched off and how. */
   description: string
-  /** `unlimited`: every tier and global limit null (the scripts still run to count usage). */
-  quota?: 'on' | 'unlimited'
-  /** `off`: `cache.enabled: false`; `miss`: cache on, each prompt unique and cacheable (lookup + store). */
-  cache?: 'bypass' | 'off' | 'miss'
+  /** Plugins switched off with `<plugin>.enabled: false`. */
+  off?: Switch[]
+  /** Cache on and every prompt unique and cacheable: each request pays a lookup and a store. */
+  cacheMiss?: boolean
 }
 
 export const allOn: Variant = {
@@ -47,25 +50,24 @@ export const allOn: Variant = {
 }
 
 export function gatewayFile(simUrl: string, variant: Variant = allOn): Record<string, unknown> {
-  const unlimited = variant.quota === 'unlimited'
-  const nulls = Object.fromEntries(Object.keys(highLimits).map((key) => [key, null]))
+  const on = (plugin: Switch) => !variant.off?.includes(plugin)
   return {
     providers: { upstream: { type: 'openai', base_url: `${simUrl}/v1` } },
     models: {
       [MODEL]: { provider: 'upstream', upstream_model: 'sim-1', pricing: { input: 0.5, output: 1.5 } },
     },
-    tiers: { enterprise: unlimited ? nulls : highLimits },
-    global: unlimited
-      ? { concurrent: null, requests_per_hour: null, cost_per_day_usd: null }
-      : { concurrent: 1_000_000, requests_per_hour: 1_000_000_000, cost_per_day_usd: 1_000_000_000 },
-    // A short TTL, so the entries the `miss` variant stores leave the shared Redis soon.
-    cache: { enabled: variant.cache !== 'off', responses: { ttl_seconds: 60 } },
+    tiers: { enterprise: highLimits },
+    global: { concurrent: 1_000_000, requests_per_hour: 1_000_000_000, cost_per_day_usd: 1_000_000_000 },
+    quota: { enabled: on('quota') },
+    ledger: { enabled: on('ledger') },
+    // A short TTL, so the entries the cache-miss variant stores leave the shared Redis soon.
+    cache: { enabled: on('cache'), responses: { ttl_seconds: 60 } },
   }
 }
 
 /** A small fixed answer: the simulator's default answer length capped at 8 tokens. */
 export function chatBody(variant: Variant = allOn): (i: number) => string {
-  const miss = variant.cache === 'miss'
+  const miss = variant.cacheMiss === true
   const salt = crypto.randomUUID().slice(0, 8)
   const fixed = JSON.stringify({
     model: MODEL,
@@ -110,7 +112,7 @@ export function gatewayTarget(
       'content-type': 'application/json',
       authorization: `Bearer ${key}`,
       // Every request goes upstream: the cache plugin runs, parses the directive and stays out.
-      ...(variant.cache === 'miss' || variant.cache === 'off' ? {} : { 'cache-control': 'no-store' }),
+      ...(variant.cacheMiss || variant.off?.includes('cache') ? {} : { 'cache-control': 'no-store' }),
     },
     body: chatBody(variant),
   }
