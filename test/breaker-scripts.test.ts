@@ -50,9 +50,13 @@ test('record, acquire and read answer alike on Redis and in memory', async () =>
       args = [now, 20_000, 1, 700_000]
     } else {
       const roll = random()
-      const outcome = roll < 0.55 ? 'f' : roll < 0.95 ? 's' : 'r'
-      const probe = probes > 0 && random() < 0.7
+      const outcome = roll < 0.5 ? 'f' : roll < 0.85 ? 's' : roll < 0.9 ? 'r' : 'n'
+      const probe = probes > 0 && outcome !== 'n' && random() < 0.7
+      // Successes batched by an instance: sometimes none, sometimes from a bucket that has left the window.
+      const batched = random() < 0.5 ? 0 : 1 + Math.floor(random() * 20)
+      const batchedAt = now - Math.floor(random() * 80_000)
       args = [now, outcome, probe ? 1 : 0, 'http 500', 60_000, 10, 5, 0.5, 10, 30_000, 300_000, 2, 700_000]
+      args.push(batched, batchedAt)
     }
     const [onRedis, inMemory] = await Promise.all([
       redis.run(script, [key], args),

@@ -5,10 +5,12 @@
  * all. Then Redis is killed: each instance goes on with its own breakers and nothing waits.
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'bun:test'
+import { recordScript } from '../plugins/breaker/scripts'
 import { ApiError } from '../plugins/exchange'
 import { RedisStore } from '../plugins/store'
 import { type SimServer, startSimServer } from '../src/upstream/sim-server'
 import { type RedisServer, startRedisServer, testKeyPrefix, waitFor } from './support/redis'
+import { startRedisProxy } from './support/redis-proxy'
 import {
   chatRequest,
   type FakeClock,
@@ -46,8 +48,12 @@ afterEach(async () => {
 })
 
 /** One gateway instance's breakers: its own Redis connection, the shared key space. */
-async function instance(name: string, syncIntervalMs = 0): Promise<Rig> {
-  const store = new RedisStore({ url: redis.url, keyPrefix: testKeyPrefix(name), commandTimeoutMs: 200 })
+async function instance(
+  name: string,
+  syncIntervalMs = 0,
+  { url = redis.url, breaker = {} }: { url?: string; breaker?: Record<string, unknown> } = {},
+): Promise<Rig> {
+  const store = new RedisStore({ url, keyPrefix: testKeyPrefix(name), commandTimeoutMs: 200 })
   expect(await store.waitUntilAvailable(2000)).toBe(true)
   stores.push(store)
   const r = rig({
@@ -57,7 +63,7 @@ async function instance(name: string, syncIntervalMs = 0): Promise<Rig> {
     file: {
       providers: { up: { type: 'openai', base_url: sim.url } },
       models: { 'm-1': { provider: 'up', upstream_model: 'sim-1', pricing: { input: 1, output: 2 } } },
-      breaker: { retries: { max_retries: 0 } },
+      breaker: { retries: { max_retries: 0 }, ...breaker },
     },
   })
   rigs.push(r)
@@ -150,6 +156,64 @@ describe('shared breakers', () => {
       'Redis to hold all five failures',
     )
     expect(b.breakers.view(target).state).toBe('open')
+  })
+
+  test('successes of a closed breaker reach Redis in one batch, and the failure rate every instance sees counts them', async () => {
+    const prefix = `shared-batch-${crypto.randomUUID()}`
+    const proxy = startRedisProxy(redis.port)
+    try {
+      // The rate rule alone: it opens at half the window's calls failed, once it holds 10.
+      const breaker = { failure_threshold: 0, failure_rate: 0.5, minimum_calls: 10 }
+      const a = await instance(prefix, 0, { url: `redis://127.0.0.1:${proxy.port}`, breaker })
+      const b = await instance(prefix, 0, { breaker })
+      const records = () =>
+        proxy.writes
+          .map((write) => write.filter((command) => command[1] === recordScript.sha1))
+          .filter((w) => w.length > 0)
+      proxy.writes.length = 0
+      for (let i = 0; i < 6; i++) await chat(a)
+      // Six upstream calls, and not one breaker write on their way.
+      expect(records()).toEqual([])
+      await a.breakers.refresh()
+      // The sync sends them as one script call: outcome n (no call of its own), batched 6.
+      expect(records().map((write) => write.map((command) => [command[5], command[17]]))).toEqual([
+        [['n', '6']],
+      ])
+      await b.breakers.refresh()
+      expect(b.breakers.view(target)).toMatchObject({ state: 'closed', calls: 6, failures: 0 })
+
+      // Four more successes are still batched when a fails: the failure carries them.
+      for (let i = 0; i < 4; i++) await chat(a)
+      sim.addFaults([{ status: 500 }])
+      await rejection(chat(a))
+      await waitFor(
+        async () => {
+          await b.breakers.refresh()
+          return b.breakers.view(target).failures === 1
+        },
+        1000,
+        "b to see a's failure",
+      )
+      expect(b.breakers.view(target)).toMatchObject({ state: 'closed', calls: 11, failures: 1 })
+
+      // b's failures are judged in Redis against a's successes: 9 of 19 stays closed, 10 of 20 opens.
+      sim.addFaults([{ status: 500, times: 9 }])
+      for (let i = 0; i < 8; i++) await rejection(chat(b))
+      expect(b.breakers.view(target)).toMatchObject({ state: 'closed', calls: 19, failures: 9 })
+      await rejection(chat(b))
+      expect(b.breakers.view(target).state).toBe('open')
+      await waitFor(
+        async () => {
+          await a.breakers.refresh()
+          return a.breakers.view(target).state === 'open'
+        },
+        1000,
+        'a to see the breaker b opened',
+      )
+      expect(a.breakers.view(target)).toMatchObject({ calls: 20, failures: 10 })
+    } finally {
+      proxy.stop()
+    }
   })
 
   test('Redis killed: each instance keeps its own breakers working, and no call waits', async () => {

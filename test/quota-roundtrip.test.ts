@@ -14,9 +14,9 @@ import { chat, storeReady, uniqueUser } from './support/quota'
 import { type RedisServer, startRedisServer } from './support/redis'
 import { type RedisProxy, startRedisProxy } from './support/redis-proxy'
 
-const sha1Of = async (file: string) =>
+const sha1Of = async (file: string, plugin = 'quota') =>
   new Bun.CryptoHasher('sha1')
-    .update(await Bun.file(join(import.meta.dir, '..', 'plugins', 'quota', file)).text())
+    .update(await Bun.file(join(import.meta.dir, '..', 'plugins', plugin, file)).text())
     .digest('hex')
 
 let redis: RedisServer
@@ -61,6 +61,12 @@ describe('one Redis round trip per request', () => {
       // Warm up: the first call of a script on a fresh server loads it (NOSCRIPT, then EVAL).
       await (await chat(gateway.url, key, { max_tokens: 4 })).text()
       await eventually(() => gateway.settled.length > 0 && gateway.settled.at(-1)!.principal?.userId === user)
+      // The breaker's next sync sends the warm-up's success, and so loads its record script too.
+      const recordSha = await sha1Of('record.lua', 'breaker')
+      for (let waited = 0; !(await direct.scriptExists(recordSha))[0]; waited += 10) {
+        expect(waited).toBeLessThan(2000)
+        await Bun.sleep(10)
+      }
       const settledBefore = gateway.settled.length
       await direct.configResetStat()
       proxy.writes.length = 0
@@ -73,8 +79,9 @@ describe('one Redis round trip per request', () => {
       const isQuota = (command: string[]) => command[1] === admitSha || command[1] === settleSha
       await eventually(() => proxy.writes.filter((write) => write.some(isQuota)).length >= 2)
 
-      // The breaker refreshes its state from Redis in the background (every 500 ms); those
-      // reads are off the request path and may land in this window, so they are set apart.
+      // The breaker syncs with Redis in the background (every 500 ms): it reads its state or
+      // sends its batched successes, off the request path; they may land in this window, so
+      // they are set apart.
       const background = proxy.writes.flat().filter((command) => !isQuota(command))
       for (const [name, , , key] of background) {
         expect(name).toBe('EVALSHA')

@@ -4,9 +4,25 @@
 -- (t<i> = bucket number, c<i> = calls, f<i> = failures), so the hash never grows.
 --
 -- ARGV: now_ms, outcome (s = success, f = failure, r = release: a probe that ended without a
--- verdict, e.g. its client went away), probe (1 = the call held a half-open probe slot),
--- reason (of a failure, for operators), window_ms, buckets, failure_threshold, failure_rate,
--- minimum_calls, cooldown_ms, max_cooldown_ms, success_threshold, ttl_ms.
+-- verdict, e.g. its client went away; n = none: only the batched successes below), probe (1 =
+-- the call held a half-open probe slot), reason (of a failure, for operators), window_ms,
+-- buckets, failure_threshold, failure_rate, minimum_calls, cooldown_ms, max_cooldown_ms,
+-- success_threshold, ttl_ms, batched (successes of earlier calls not sent yet), batched_at
+-- (when they happened: all within one bucket).
+--
+-- Why successes are batched, and how stale that leaves the shared window: a success in a
+-- closed breaker moves nothing, so an instance counts it on its own copy at once and sends
+-- the count later, with its next write or its next sync (every sync_interval_ms, 500 by
+-- default), whichever comes first, and at the latest when a success falls into a new bucket.
+-- Every failure this instance sends carries its own unsent successes, so a failure is always
+-- judged here on every outcome of the instance that saw it, and on every failure of every
+-- instance (failures are never batched). What the window may lack is the other instances'
+-- successes of their last sync interval: the failure rate here can only read high, never
+-- low (the breaker errs toward opening), by at most the share of the window's calls those
+-- are: about sync_interval / window_ms (500 ms of a 60 s window: under 1%) at a steady
+-- rate. The count rule (failure_threshold) counts failures only and is exact. Batched
+-- successes land in the bucket they happened in (batched_at), or nowhere once it has left
+-- the window.
 --
 -- CLOSED opens on enough failures (count or rate) within the window; only probes decide a
 -- HALF_OPEN breaker: a failed one reopens it with the cool-down doubled, enough successes
@@ -28,6 +44,8 @@ local cooldown_base = tonumber(ARGV[10])
 local cooldown_max = tonumber(ARGV[11])
 local success_threshold = tonumber(ARGV[12])
 local ttl = tonumber(ARGV[13])
+local batched = tonumber(ARGV[14])
+local batched_at = tonumber(ARGV[15])
 
 local h = {}
 local raw = redis.call('HGETALL', key)
@@ -39,15 +57,23 @@ local transition = ''
 local bucket_ms = window / buckets
 local current = math.floor(now / bucket_ms)
 
-if outcome ~= 'r' then
-  local slot = current % buckets
-  if num('t' .. slot) ~= current then
-    h['t' .. slot] = current
+-- Adds calls to the bucket numbered `bucket`, unless it has left the window.
+local function count(bucket, calls)
+  if bucket <= current - buckets then return end
+  local slot = bucket % buckets
+  if num('t' .. slot) ~= bucket then
+    h['t' .. slot] = bucket
     h['c' .. slot] = 0
     h['f' .. slot] = 0
   end
-  h['c' .. slot] = num('c' .. slot) + 1
+  h['c' .. slot] = num('c' .. slot) + calls
+end
+
+if batched > 0 then count(math.min(current, math.floor(batched_at / bucket_ms)), batched) end
+if outcome == 's' or outcome == 'f' then
+  count(current, 1)
   if outcome == 'f' then
+    local slot = current % buckets
     h['f' .. slot] = num('f' .. slot) + 1
     h.failure_at = now
     h.failure = reason

@@ -12,7 +12,8 @@ export type Fields = Record<string, string | number>
 /** `[head, field, value, field, value, ...]`: what the scripts answer. */
 export type ScriptFields = Array<string | number>
 
-export type Outcome = 's' | 'f' | 'r'
+/** s: success, f: failure, r: a probe's release (no verdict), n: none (batched successes only). */
+export type Outcome = 's' | 'f' | 'r' | 'n'
 
 const num = (fields: Fields, field: string): number => Number(fields[field] ?? 0) || 0
 
@@ -60,25 +61,30 @@ export const recordScript = defineStoreScript<ScriptFields>({
       number,
       number,
     ]
-    const [cooldownBase, cooldownMax, successThreshold, ttl] = args.slice(9).map(Number) as [
-      number,
-      number,
-      number,
-      number,
-    ]
+    const [cooldownBase, cooldownMax, successThreshold, ttl, batched, batchedAt] = args
+      .slice(9)
+      .map(Number) as [number, number, number, number, number, number]
     const outcome = args[1] as Outcome
     const probe = args[2] === '1'
     let h = hashOf(data, key!)
     const state = num(h, 'state')
     let transition = ''
-    const current = Math.floor(now / (window / buckets))
+    const bucketMs = window / buckets
+    const current = Math.floor(now / bucketMs)
 
-    if (outcome !== 'r') {
-      const slot = current % buckets
-      if (num(h, `t${slot}`) !== current)
-        Object.assign(h, { [`t${slot}`]: current, [`c${slot}`]: 0, [`f${slot}`]: 0 })
-      h[`c${slot}`] = num(h, `c${slot}`) + 1
+    const count = (bucket: number, calls: number) => {
+      if (bucket <= current - buckets) return
+      const slot = bucket % buckets
+      if (num(h, `t${slot}`) !== bucket)
+        Object.assign(h, { [`t${slot}`]: bucket, [`c${slot}`]: 0, [`f${slot}`]: 0 })
+      h[`c${slot}`] = num(h, `c${slot}`) + calls
+    }
+
+    if (batched > 0) count(Math.min(current, Math.floor(batchedAt / bucketMs)), batched)
+    if (outcome === 's' || outcome === 'f') {
+      count(current, 1)
       if (outcome === 'f') {
+        const slot = current % buckets
         h[`f${slot}`] = num(h, `f${slot}`) + 1
         h.failure_at = now
         h.failure = args[3]!

@@ -6,6 +6,8 @@
  * copy, and a background refresh pulls what other instances did at least once a second.
  * Only a probe slot is asked of Redis on the request path, because "one probe at a time"
  * must hold across instances; when Redis is in trouble the local copy decides alone.
+ * Successes of a closed breaker change nothing others must know at once: they are counted
+ * here and sent in batches with the sync (record.lua says how stale that leaves the window).
  */
 import { MemoryStore, type Store, type StoreScript } from '../store'
 import { type ChainOutcome, type ChainStep, runChain } from './chain'
@@ -74,6 +76,10 @@ interface Tracked {
    * out may lack one of them.
    */
   pending: number
+  /** Successes counted here and not sent to Redis yet, all of one window bucket. */
+  batched: number
+  /** When the first of them happened. */
+  batchedAt: number
 }
 
 export const keyOf = (target: string) => `{b:${target}}`
@@ -147,27 +153,29 @@ export class BreakerService {
     return runChain(this, steps, deadline, signal)
   }
 
-  /** Records an outcome locally at once, and in Redis without waiting for it. */
+  /**
+   * Records an outcome locally at once, and in Redis without waiting for it: a success of a
+   * closed breaker joins the target's batch, which the next write or sync carries along.
+   */
   record(target: string, outcome: Outcome, probe: boolean, reason: string): void {
     const entry = this.track(target)
-    const p = entry.policy
-    const args = [
-      this.now(),
-      outcome,
-      probe ? 1 : 0,
-      reason,
-      p.windowMs,
-      WINDOW_BUCKETS,
-      p.failureThreshold,
-      p.failureRateThreshold,
-      p.minimumCalls,
-      p.cooldownMs,
-      p.maxCooldownMs,
-      p.successThreshold,
-      ttlOf(p),
-    ]
-    this.runLocal(recordScript, target, args)
-    if (this.shared && this.options.store?.available) void this.write(recordScript, target, args)
+    const now = this.now()
+    const closed = stateOf(this.fields(target)) === 'closed'
+    this.runLocal(recordScript, target, recordArgs(entry.policy, now, outcome, probe, reason))
+    if (!this.shared || !this.options.store?.available) {
+      // Outcomes of an outage are this instance's alone, as any write it could not send.
+      entry.batched = 0
+      return
+    }
+    if (outcome === 's' && !probe && closed) {
+      // A batch stays within one bucket, so it lands where its successes belong.
+      if (entry.batched > 0 && bucketOf(entry.policy, entry.batchedAt) !== bucketOf(entry.policy, now))
+        void this.flush(target)
+      if (entry.batched === 0) entry.batchedAt = now
+      entry.batched++
+      return
+    }
+    void this.send(target, now, outcome, probe, reason)
   }
 
   /** This instance's view of one target. */
@@ -210,16 +218,24 @@ export class BreakerService {
     return this.metrics.stats()
   }
 
+  /** Stops the sync; successes still batched are sent first, so none is lost on a clean stop. */
   async close(): Promise<void> {
     clearInterval(this.timer)
+    if (this.shared && this.options.store?.available)
+      await Promise.all([...this.tracked.keys()].map((target) => this.flush(target)))
     await this.local.close()
   }
 
   private async pull(): Promise<void> {
     const store = this.options.store
-    if (!this.shared || !store?.available) return
+    if (!this.shared || !store?.available) {
+      for (const entry of this.tracked.values()) entry.batched = 0
+      return
+    }
     await Promise.all(
       [...this.tracked].map(async ([target, entry]) => {
+        // A target with a batch sends it instead of a read: the answer is the whole hash either way.
+        if (entry.batched > 0) return void (await this.flush(target))
         const seq = entry.seq
         try {
           const reply = await store.run(readScript, [keyOf(target)], [])
@@ -232,7 +248,10 @@ export class BreakerService {
   }
 
   private async resetKeys(targets: string[]): Promise<void> {
-    for (const target of targets) this.replace(target, {})
+    for (const target of targets) {
+      this.track(target).batched = 0
+      this.replace(target, {})
+    }
     const store = this.options.store
     if (!this.shared || !store?.available || targets.length === 0) return
     try {
@@ -260,7 +279,8 @@ export class BreakerService {
   private track(target: string): Tracked {
     let entry = this.tracked.get(target)
     if (!entry) {
-      entry = { policy: this.options.targets[target] ?? this.options.policy, seq: 0, pending: 0 }
+      const policy = this.options.targets[target] ?? this.options.policy
+      entry = { policy, seq: 0, pending: 0, batched: 0, batchedAt: 0 }
       this.tracked.set(target, entry)
     }
     return entry
@@ -281,6 +301,19 @@ export class BreakerService {
     this.track(target).seq++
     this.transitioned(target, before)
     return reply
+  }
+
+  /** Sends the target's batch alone; nothing when it has none. */
+  private async flush(target: string): Promise<void> {
+    if (this.track(target).batched > 0) await this.send(target, this.now(), 'n', false, '')
+  }
+
+  /** Records an outcome in Redis (its twin ran here already), carrying and emptying the batch. */
+  private send(target: string, now: number, outcome: Outcome, probe: boolean, reason: string) {
+    const entry = this.track(target)
+    const args = recordArgs(entry.policy, now, outcome, probe, reason, entry.batched, entry.batchedAt)
+    entry.batched = 0
+    return this.write(recordScript, target, args)
   }
 
   /** Runs a script in Redis after its twin ran here; adopts the answer when it is current, null on trouble. */
@@ -325,6 +358,37 @@ export class BreakerService {
     if (after !== before) this.metrics.emit({ type: 'transition', target, from: before, to: after })
   }
 }
+
+/** record.lua's arguments; `batched` successes (from `batchedAt`) ride along with the outcome. */
+function recordArgs(
+  p: BreakerPolicy,
+  now: number,
+  outcome: Outcome,
+  probe: boolean,
+  reason: string,
+  batched = 0,
+  batchedAt = now,
+): Array<string | number> {
+  return [
+    now,
+    outcome,
+    probe ? 1 : 0,
+    reason,
+    p.windowMs,
+    WINDOW_BUCKETS,
+    p.failureThreshold,
+    p.failureRateThreshold,
+    p.minimumCalls,
+    p.cooldownMs,
+    p.maxCooldownMs,
+    p.successThreshold,
+    ttlOf(p),
+    batched,
+    batchedAt,
+  ]
+}
+
+const bucketOf = (p: BreakerPolicy, at: number) => Math.floor(at / (p.windowMs / WINDOW_BUCKETS))
 
 /** A hash outlives the longest open period and a full window, then expires unused. */
 function ttlOf(policy: BreakerPolicy): number {
