@@ -299,6 +299,64 @@ describe('redis unavailable', () => {
     expect(await store.incr('after-pause')).toBe(1)
   })
 
+  test('hung: commands issued over time each reject by their own deadline, none much before it', async () => {
+    const store = await redisStore({ url: server.url, commandTimeoutMs: 100, maxReconnectDelayMs: 200 })
+    server.pause()
+    try {
+      const waits = await Promise.all(
+        [0, 15, 35, 60, 80].map(async (delay) => {
+          await Bun.sleep(delay)
+          const started = performance.now()
+          const error = await store.get(`spread-${delay}`).catch((e: unknown) => e)
+          expect(error).toBeInstanceOf(StoreUnavailableError)
+          return performance.now() - started
+        }),
+      )
+      // Deadlines share one timer in slices of a tenth of the timeout: cut at most that early,
+      // and late only by the timer's own lag.
+      for (const ms of waits) {
+        expect(ms).toBeGreaterThanOrEqual(89)
+        expect(ms).toBeLessThan(100 + 40)
+      }
+    } finally {
+      server.resume()
+    }
+    await waitFor(() => store.available, 3_000, 'the store to come back')
+  })
+
+  test('hung: a command that timed out before it was written is never written later', async () => {
+    const prefix = testKeyPrefix('late')
+    const store = await redisStore({
+      url: server.url,
+      keyPrefix: prefix,
+      commandTimeoutMs: 100,
+      maxReconnectDelayMs: 200,
+    })
+    server.pause()
+    let resumed = false
+    try {
+      // A value larger than the socket's buffers: node-redis holds the INCR behind it, unwritten.
+      const big = store.set('big', 'x'.repeat(32 * 1024 * 1024), 60_000).catch((e: unknown) => e)
+      const late = await store.incr('late').catch((e: unknown) => e)
+      expect(late).toBeInstanceOf(StoreUnavailableError)
+      expect(await big).toBeInstanceOf(StoreUnavailableError)
+      // The server catches up while the connection still stands: the SET lands, the INCR must not.
+      server.resume()
+      resumed = true
+      const direct = createClient({ url: server.url })
+      await direct.connect()
+      try {
+        await waitFor(async () => (await direct.exists(`${prefix}big`)) === 1, 3_000, 'the big SET to land')
+        await Bun.sleep(100)
+        expect(await direct.exists(`${prefix}late`)).toBe(0)
+      } finally {
+        direct.destroy()
+      }
+    } finally {
+      if (!resumed) server.resume()
+    }
+  })
+
   test('never reachable: rejects at once, reports unavailable, and closes without hanging', async () => {
     const dead = await startRedisServer()
     await dead.kill()

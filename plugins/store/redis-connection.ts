@@ -7,7 +7,8 @@ import { createClient, createCluster, ErrorReply, type RedisArgument, type TypeM
 
 export interface SendOptions {
   typeMapping?: TypeMapping
-  timeout?: number
+  /** Aborting it drops the command if it was not written yet (the store's deadline). */
+  abortSignal?: AbortSignal
 }
 
 /** What the store needs from a node-redis client or cluster, so the rest is written once. */

@@ -1,17 +1,19 @@
 /**
  * The store on Redis (one server, or a Redis Cluster), shared by every gateway instance.
  *
- * The rule that shapes this file: a request never waits on a dead socket. node-redis' own
- * command `timeout` only covers a command until it is written, so every call also races a
- * timer; the offline queue is off, so a command issued while disconnected fails at once and
- * is never replayed later (a replayed INCR would count a request twice). Reconnection runs in
- * the background and `available` follows it, so quota fallback and health can react.
+ * The rule that shapes this file: a request never waits on a dead socket. Every call has a
+ * deadline (deadlines.ts keeps them all on one timer) that rejects it however far it got, and
+ * drops it from node-redis' queue if it was not written yet; the offline queue is off, so a
+ * command issued while disconnected fails at once and is never replayed later (a replayed
+ * INCR would count a request twice). Reconnection runs in the background and `available`
+ * follows it, so quota fallback and health can react.
  *
  * Commands go straight to `sendCommand`, synchronously inside each method: node-redis writes
  * every command queued in one tick as one batch, so calls a caller issues together share a
  * round trip (on a cluster: one batch per node).
  */
 import { ErrorReply, RESP_TYPES, type RedisArgument, type TypeMapping } from 'redis'
+import { Deadlines } from './deadlines'
 import {
   type Connection,
   type ConnectionEvents,
@@ -80,6 +82,7 @@ export class RedisStore implements Store {
   readonly mode: 'single' | 'cluster'
   private readonly prefix: string
   private readonly timeoutMs: number
+  private readonly deadlines: Deadlines
   private readonly connectTimeoutMs: number
   private readonly maxDelayMs: number
   private readonly listeners = new Set<StateListener>()
@@ -99,6 +102,7 @@ export class RedisStore implements Store {
     this.mode = this.clusterNodes.length > 0 ? 'cluster' : 'single'
     this.prefix = options.keyPrefix ?? 'tg:'
     this.timeoutMs = options.commandTimeoutMs ?? 250
+    this.deadlines = new Deadlines(this.timeoutMs)
     this.connectTimeoutMs = options.connectTimeoutMs ?? 1000
     this.maxDelayMs = options.maxReconnectDelayMs ?? 2000
     if (options.onStateChange) this.listeners.add(options.onStateChange)
@@ -183,7 +187,7 @@ export class RedisStore implements Store {
 
   async ping(): Promise<number> {
     const started = performance.now()
-    await this.guard('PING', () => this.conn.pingAll({ timeout: this.timeoutMs }))
+    await this.guard('PING', (abortSignal) => this.conn.pingAll({ abortSignal }))
     return performance.now() - started
   }
 
@@ -199,33 +203,29 @@ export class RedisStore implements Store {
   }
 
   private exec(op: string, firstKey: string | undefined, args: RedisArgument[], options: SendOptions = {}) {
-    return this.guard(op, () => this.conn.send(firstKey, args, { ...options, timeout: this.timeoutMs }))
+    return this.guard(op, (abortSignal) => this.conn.send(firstKey, args, { ...options, abortSignal }))
   }
 
   /** Runs one operation against the live connection with a deadline; maps failures to StoreUnavailableError. */
-  private guard<T>(op: string, work: () => Promise<T>): Promise<T> {
+  private guard<T>(op: string, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
     if (this.closed) return Promise.reject(new StoreUnavailableError('redis store is closed'))
     if (!this.conn.ready) {
       return Promise.reject(new StoreUnavailableError(`redis ${op}: not connected`, { cause: this.error }))
     }
     return new Promise<T>((resolve, reject) => {
-      let late = false
-      const timer = setTimeout(() => {
-        late = true
+      const deadline = this.deadlines.start(() => {
         const error = new StoreTimeoutError(`redis ${op}: no answer within ${this.timeoutMs} ms`)
         this.setState(false, error)
         reject(error)
-      }, this.timeoutMs)
+      })
       // After the deadline the caller has its answer; a late outcome (say, of a connection
-      // replaced meanwhile) must not move the state again.
+      // replaced meanwhile, or the drop of an unwritten command) must not move the state again.
       const fail = (error: unknown) => {
-        clearTimeout(timer)
-        if (!late) reject(this.classify(op, error))
+        if (deadline.settle()) reject(this.classify(op, error))
       }
       try {
-        work().then((value) => {
-          clearTimeout(timer)
-          resolve(value)
+        work(deadline.signal).then((value) => {
+          if (deadline.settle()) resolve(value)
         }, fail)
       } catch (error) {
         fail(error)
