@@ -25,11 +25,16 @@ beforeEach(() => {
 })
 afterEach(() => current?.close())
 
-function setup(timeouts: Record<string, number>, fallbacks: string[] = [], retries = 0): Rig {
+function setup(
+  timeouts: Record<string, number>,
+  fallbacks: string[] = [],
+  retries = 0,
+  provider: Record<string, number> = {},
+): Rig {
   current = rig({
     file: {
       providers: {
-        up: { type: 'openai', base_url: sim.url },
+        up: { type: 'openai', base_url: sim.url, ...provider },
         alt: { type: 'openai', base_url: backup.url },
       },
       models: {
@@ -95,6 +100,32 @@ describe('timeouts', () => {
     expect(error).toMatchObject({ kind: 'timeout', status: 504 })
     expect(r.breakers.view('up:sim-1')).toMatchObject({ failures: 1, lastFailure: 'timeout:idle' })
     await waitFor(() => sim.stats.aborted === 1, 3000, 'the simulator to see the abort')
+  })
+
+  test("a provider's own timeout runs on the attempt's timer: the upstream's timeout, retried, not one of the breaker's kinds", async () => {
+    const r = setup({ connect_ms: 2000, ttft_ms: 2000, idle_ms: 2000 }, [], 1, { timeout_ms: 80 })
+    sim.addFaults([{ stall_ms: 5000 }])
+    const started = performance.now()
+    const answer = await r.resilience.chat(newExchange(), chatRequest('m-1'), { signal })
+    expect(answer.stale).toBe(false)
+    expect(performance.now() - started).toBeGreaterThanOrEqual(75)
+    expect(r.breakers.view('up:sim-1')).toMatchObject({ failures: 1, lastFailure: 'timeout' })
+    expect(r.breakers.stats().timeouts['up:sim-1']).toBeUndefined()
+    await waitFor(() => sim.stats.aborted === 1, 3000, 'the simulator to see the abort')
+
+    // In a stream it bounds each next chunk, and pauses while the client holds one.
+    sim.addFaults([{ stall_after_chunks: { chunks: 2, ms: 5000 } }])
+    const streamed = await stream(r)
+    if (streamed.stale) throw new Error('expected a live stream')
+    await Bun.sleep(150)
+    expect((await streamed.value.iterator.next()).done).toBe(false)
+    const error = await rejection(streamed.value.iterator.next())
+    expect(error).toMatchObject({
+      kind: 'timeout',
+      status: 504,
+      message: 'Upstream up did not answer within 80 ms.',
+    })
+    await waitFor(() => sim.stats.aborted === 2, 3000, 'the simulator to see the second abort')
   })
 
   test('idle does not count the time the client takes between chunks', async () => {

@@ -139,17 +139,14 @@ export function openAIRoutes({
         if (hit) return answerFromCache(exchange, hit, includeUsage, set.headers)
         // A follower whose client left while it waited: the upstream call below fails at once,
         // and the Exchange settles as cancelled on the usual path.
-        const upstream = upstreamController(request.signal)
-        const call = {
-          signal: upstream.signal,
-          stale: () => cache.responses.lookupStale(exchange, body, directives),
-        }
+        const stale = () => cache.responses.lookupStale(exchange, body, directives)
         // The client's model name: resilience swaps in each target's upstream id.
         const upstreamRequest = body as ChatRequest
 
         if (!exchange.stream) {
           try {
-            const answer = await resilience.chat(exchange, upstreamRequest, call)
+            // Only the client ends a JSON call early: its own signal is the one to follow.
+            const answer = await resilience.chat(exchange, upstreamRequest, { signal: request.signal, stale })
             Object.assign(set.headers, answer.headers)
             if (answer.stale) return answerFromCache(exchange, answer.value, includeUsage, set.headers)
             const completion = answer.value
@@ -164,9 +161,11 @@ export function openAIRoutes({
           }
         }
 
+        // A stream may also be cut from this side (the relay, an admin's cancel).
+        const upstream = upstreamController(request.signal)
         let opened: Awaited<ReturnType<typeof resilience.chatStream<CacheHit>>>
         try {
-          opened = await resilience.chatStream(exchange, upstreamRequest, call)
+          opened = await resilience.chatStream(exchange, upstreamRequest, { signal: upstream.signal, stale })
         } catch (error) {
           throw failExchange(exchange, error, request.signal)
         }
@@ -226,7 +225,6 @@ export function openAIRoutes({
           set.headers.age = String(batch.ageSeconds)
           return encodeEmbeddings(batch.complete(), format, body.model, { prompt_tokens: 0, total_tokens: 0 })
         }
-        const upstream = upstreamController(request.signal)
         const upstreamRequest: EmbeddingRequest = {
           ...body,
           input: batch.upstreamInputs() as string[] | number[][],
@@ -234,7 +232,7 @@ export function openAIRoutes({
         }
         try {
           const { value: response, headers } = await resilience.embeddings(exchange, upstreamRequest, {
-            signal: upstream.signal,
+            signal: request.signal,
           })
           Object.assign(set.headers, headers)
           batch.fill(vectorsInOrder(response, batch.upstream.length), response.usage.prompt_tokens)

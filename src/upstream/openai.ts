@@ -6,6 +6,7 @@
  */
 import {
   type CallContext,
+  type CallDeadline,
   type ChatChunk,
   type ChatCompletion,
   type ChatRequest,
@@ -37,7 +38,7 @@ const ERROR_BODY_LIMIT = 64 * 1024
 const safeCode = /^[\w.:-]{1,64}$/
 
 /** The caller's signal, joined with a timer that can be paused while the consumer holds a chunk. */
-class Deadline {
+class Deadline implements CallDeadline {
   readonly signal: AbortSignal
   private readonly timeout = new AbortController()
   private timer: ReturnType<typeof setTimeout> | undefined
@@ -154,7 +155,7 @@ export class OpenAIProvider implements Provider {
       stream: true,
       stream_options: { ...request.stream_options, include_usage: true },
     }
-    const deadline = new Deadline(context.signal, this.timeoutMs)
+    const deadline = context.deadline?.(this.timeoutMs) ?? new Deadline(context.signal, this.timeoutMs)
     let events: AsyncGenerator<SSEEvent, SSEEnd, undefined> | undefined
     try {
       const response = await this.post('/chat/completions', body, context, deadline, 'text/event-stream')
@@ -192,7 +193,7 @@ export class OpenAIProvider implements Provider {
   }
 
   private async postJson(path: string, payload: unknown, context: CallContext): Promise<unknown> {
-    const deadline = new Deadline(context.signal, this.timeoutMs)
+    const deadline = context.deadline?.(this.timeoutMs) ?? new Deadline(context.signal, this.timeoutMs)
     try {
       const response = await this.post(path, payload, context, deadline, 'application/json')
       let body: unknown
@@ -213,7 +214,7 @@ export class OpenAIProvider implements Provider {
     path: string,
     payload: unknown,
     context: CallContext,
-    deadline: Deadline,
+    deadline: CallDeadline,
     accept: string,
   ): Promise<Response> {
     const headers: Record<string, string> = { ...this.headers, ...context.headers }
@@ -238,7 +239,7 @@ export class OpenAIProvider implements Provider {
     return response
   }
 
-  private async httpError(response: Response, context: CallContext, deadline: Deadline) {
+  private async httpError(response: Response, context: CallContext, deadline: CallDeadline) {
     let fields: ErrorFields | null = null
     try {
       fields = errorFields(parseJson(await readBounded(response, ERROR_BODY_LIMIT)))
@@ -264,16 +265,17 @@ export class OpenAIProvider implements Provider {
     return this.fail('protocol', 502, `sent ${what}`, { cause })
   }
 
-  /** Classifies a thrown error by what was going on: the caller's abort comes first. */
-  private failure(error: unknown, context: CallContext, deadline: Deadline, phase: 'connect' | 'body') {
+  /** Classifies a thrown error by what was going on: our own limit, then the caller's abort. */
+  private failure(error: unknown, context: CallContext, deadline: CallDeadline, phase: 'connect' | 'body') {
     if (error instanceof UpstreamError) return error
-    if (context.signal.aborted)
-      return this.fail('aborted', 499, 'call aborted', { retryable: false, cause: error })
+    // Our limit first: when the caller keeps it (context.deadline), its expiry aborts context.signal too.
     if (deadline.expired)
       return this.fail('timeout', 504, `did not answer within ${this.timeoutMs} ms`, {
         retryable: true,
         cause: error,
       })
+    if (context.signal.aborted)
+      return this.fail('aborted', 499, 'call aborted', { retryable: false, cause: error })
     if (error instanceof SSEFormatError) return this.protocolError('a malformed stream', error)
     if (phase === 'body') return this.protocolError('an answer that broke off', error)
     const code = error !== null && typeof error === 'object' && 'code' in error ? String(error.code) : ''

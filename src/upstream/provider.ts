@@ -81,9 +81,26 @@ export interface EmbeddingResponse {
   usage: { prompt_tokens: number; total_tokens: number }
 }
 
+/** A provider's own time limit on a call: the signal to hand the upstream, and its controls. */
+export interface CallDeadline {
+  /** Aborts when this limit runs out or the caller's signal aborts. */
+  readonly signal: AbortSignal
+  /** Whether this limit ran out (as opposed to the caller aborting). */
+  readonly expired: boolean
+  /** (Re)starts the limit from now. */
+  restart(): void
+  /** Stops the limit while the provider is not waiting on the upstream. */
+  pause(): void
+}
+
 export interface CallContext {
   /** Aborting it must abort the upstream request (the socket, not just the promise). */
   signal: AbortSignal
+  /**
+   * The caller's own timer keeping a provider's limit of `ms` from now, so a call has one
+   * timer and one abort controller; without it a provider keeps a timer of its own.
+   */
+  deadline?: (ms: number) => CallDeadline
   /** Headers to forward upstream (request id, traceparent). */
   headers?: Record<string, string>
   /**

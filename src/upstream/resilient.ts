@@ -254,7 +254,13 @@ export class Resilience {
             attributes: { provider: model.provider, model: model.name, attempt: number },
           }
           latest[step] = current
-          const context = { signal: timer.signal, headers, onResponse: () => timer.connected() }
+          // The provider's own limit runs on the attempt's timer: one timer and one signal per call.
+          const context: CallContext = {
+            signal: timer.signal,
+            headers,
+            onResponse: () => timer.connected(),
+            deadline: (ms) => timer.limit(ms),
+          }
           try {
             return await attempt(provider, model.upstreamModel, context, timer)
           } catch (error) {
