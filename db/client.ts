@@ -121,6 +121,11 @@ async function openPostgres(url: string, poolSize: number, connectTimeoutMs: num
     connect_timeout: Math.ceil(connectTimeoutMs / 1000),
     // Closing idle connections lets a restarted Postgres or a pooler rebalance them.
     idle_timeout: 30,
+    // postgres.js pauses up to 20 s between reconnects after repeated failures (3^n / 100 s),
+    // so a database back from an outage stayed unused for that long while queries queued
+    // behind the pause. Its callers bound and space their own retries (key lookups, ledger
+    // flushes), so the driver's pause is capped at 1 s.
+    backoff: (retries: number) => Math.min(0.05 * 2 ** retries, 1),
     max_lifetime: 30 * 60,
     onnotice: () => {},
   })

@@ -93,6 +93,8 @@ export function createApp(
   const keys = new ApiKeys({
     db: database.db,
     cacheTtlMs: config.auth.keyCacheTtlMs,
+    lookupTimeoutMs: config.auth.lookupTimeoutMs,
+    staleWhileUnavailableMs: config.auth.staleWhileUnavailableMs,
     onLookupError: (error) => log.error('key lookup failed', { error: String(error) }),
   })
   // One instance for /v1 and /admin, so an address's failures count together.

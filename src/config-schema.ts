@@ -210,6 +210,8 @@ export const ConfigFileSchema = T.Object(
       T.Object(
         {
           key_cache_ttl_ms: T.Optional(T.Integer({ minimum: 0 })),
+          lookup_timeout_ms: T.Optional(PositiveInt),
+          stale_while_unavailable_ms: T.Optional(T.Integer({ minimum: 0 })),
           failures_per_minute: T.Optional(Nullable(PositiveInt)),
           trusted_proxy_hops: T.Optional(T.Integer({ minimum: 0, maximum: 10 })),
         },

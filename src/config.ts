@@ -59,7 +59,15 @@ export interface Config {
   redis: { url: string | null; clusterNodes: string[]; keyPrefix: string }
   database: { url: string | null; dataDir: string }
   adminApiKey: string | null
-  auth: { keyCacheTtlMs: number; failuresPerMinute: number | null; trustedProxyHops: number }
+  auth: {
+    keyCacheTtlMs: number
+    /** Longest a request waits for a key lookup in the database. */
+    lookupTimeoutMs: number
+    /** While the database is unreachable, how long past expiry a cached lookup still answers; 0: never. */
+    staleWhileUnavailableMs: number
+    failuresPerMinute: number | null
+    trustedProxyHops: number
+  }
   /** Named as the exchange plugin's options, so they can be passed on as they are. */
   limits: { maxJsonDepth: number; maxJsonArrayLength: number; maxHeaderBytes: number }
   providers: Record<string, ProviderConfig & { apiKey?: string }>
@@ -317,6 +325,8 @@ export function buildConfig(env: Env, rawFile: unknown = {}, source: string | nu
     adminApiKey,
     auth: {
       keyCacheTtlMs: file.auth?.key_cache_ttl_ms ?? 5_000,
+      lookupTimeoutMs: file.auth?.lookup_timeout_ms ?? 1_000,
+      staleWhileUnavailableMs: file.auth?.stale_while_unavailable_ms ?? 300_000,
       failuresPerMinute: file.auth?.failures_per_minute === undefined ? 20 : file.auth.failures_per_minute,
       trustedProxyHops: file.auth?.trusted_proxy_hops ?? 0,
     },

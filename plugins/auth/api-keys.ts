@@ -5,7 +5,7 @@
  */
 import type { Db } from '../../db/client'
 import { ApiError, type Principal } from '../exchange'
-import { KeyCache } from './key-cache'
+import { KeyCache, LookupUnavailableError } from './key-cache'
 import {
   type ApiKeyRecord,
   type CreatedApiKey,
@@ -30,6 +30,21 @@ export interface ApiKeysOptions {
    */
   negativeCacheTtlMs?: number
   /**
+   * Longest a request waits for the database to look its key up, in ms. Past it the
+   * database counts as unreachable: the key's last known entry answers (see
+   * `staleWhileUnavailableMs`), or the request gets 503 `auth_unavailable`.
+   * @default 1000
+   */
+  lookupTimeoutMs?: number
+  /**
+   * While the database is unreachable, how long past its expiry a key's last known lookup
+   * (found, or unknown/revoked) still answers, in ms. Fail static: requests keep flowing
+   * through an outage, at the price that a revocation made meanwhile cannot be read until
+   * the database answers again. 0 disables: an expired key gets 503 during an outage.
+   * @default 300000
+   */
+  staleWhileUnavailableMs?: number
+  /**
    * Cached lookups kept per kind (found, not found).
    * @default 10000
    */
@@ -40,7 +55,8 @@ export interface ApiKeysOptions {
    */
   now?: () => number
   /**
-   * Told about database failures while looking keys up (the client gets a 503).
+   * Told about database failures while looking keys up: once per failed or timed-out
+   * read, not per request it affected.
    * @default console.error
    */
   onLookupError?: (error: unknown) => void
@@ -55,19 +71,19 @@ export class ApiKeys {
   readonly id = crypto.randomUUID()
   readonly store: KeyStore
   private readonly cache: KeyCache<Principal>
-  private readonly onLookupError: (error: unknown) => void
 
   constructor({
     db,
     cacheTtlMs = 5_000,
     negativeCacheTtlMs = 1_000,
+    lookupTimeoutMs = 1_000,
+    staleWhileUnavailableMs = 300_000,
     cacheMaxEntries = 10_000,
     now = Date.now,
     onLookupError = console.error,
   }: ApiKeysOptions) {
     const store = new KeyStore(db)
     this.store = store
-    this.onLookupError = onLookupError
     this.cache = new KeyCache(
       async (hash) => {
         const record = await store.findByHash(hash)
@@ -76,16 +92,19 @@ export class ApiKeys {
       {
         ttlMs: cacheTtlMs,
         negativeTtlMs: negativeCacheTtlMs,
+        lookupTimeoutMs,
+        staleMs: staleWhileUnavailableMs,
         maxEntries: cacheMaxEntries,
         now,
-        onRefreshError: onLookupError,
+        onError: onLookupError,
       },
     )
   }
 
   /**
    * The principal a bearer token stands for, or null when it is not a live key. Throws a
-   * 503 ApiError only when the key is not cached and the database cannot be asked.
+   * 503 ApiError, within the lookup timeout, only when the database cannot be asked and
+   * nothing recent enough is known about the key.
    */
   async authenticate(token: string): Promise<Principal | null> {
     if (!looksLikeKey(token)) return null
@@ -93,19 +112,20 @@ export class ApiKeys {
     try {
       return await this.cache.get(hash)
     } catch (error) {
-      this.onLookupError(error)
+      if (!(error instanceof LookupUnavailableError)) throw error
       throw new ApiError({
         status: 503,
         message: 'The API key cannot be verified right now; retry shortly.',
         code: 'auth_unavailable',
-        headers: { 'retry-after': '1' },
+        headers: { 'retry-after': String(Math.max(1, Math.ceil(error.retryAfterMs / 1000))) },
       })
     }
   }
 
   /**
-   * The principal of a key this instance verified within the cache TTL, or null; never
-   * asks the database. What a client may still use while its address is throttled.
+   * The principal of a key this instance verified within the cache TTL (or its stale
+   * period, while the database is unreachable), or null; never asks the database. What a
+   * client may still use while its address is throttled.
    */
   async authenticateCached(token: string): Promise<Principal | null> {
     if (!looksLikeKey(token)) return null
@@ -124,7 +144,10 @@ export class ApiKeys {
     return this.store.get(id)
   }
 
-  /** Revokes the key everywhere within the cache TTL, and here immediately. */
+  /**
+   * Revokes the key here immediately, and on every other instance within the cache TTL
+   * once it can read the database (see `staleWhileUnavailableMs`).
+   */
   async revoke(id: string): Promise<ApiKeyRecord | null> {
     const revoked = await this.store.revoke(id)
     if (!revoked) return null
