@@ -68,6 +68,25 @@ describe('resilience through the chat route', () => {
     expect(primary.stats.chat).toBe(2)
   })
 
+  test('the route resolves the model once; the walk over its fallbacks takes that resolution', async () => {
+    const { router } = gateway.runtime
+    const resolve = router.resolve
+    const resolved: string[] = []
+    router.resolve = (name, kind) => {
+      resolved.push(name)
+      return resolve.call(router, name, kind)
+    }
+    try {
+      primary.addFaults([{ status: 503, times: 3 }])
+      const response = await chat({ stream: false })
+      expect(response.status).toBe(200)
+      expect(response.headers.get('x-tollgate-model')).toBe('spare')
+      expect(resolved).toEqual(['main'])
+    } finally {
+      router.resolve = resolve
+    }
+  })
+
   test('a 400 from the upstream is never retried and never falls back', async () => {
     primary.addFaults([{ status: 400 }])
     const response = await chat()

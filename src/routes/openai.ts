@@ -146,7 +146,8 @@ export function openAIRoutes({
         if (!exchange.stream) {
           try {
             // Only the client ends a JSON call early: its own signal is the one to follow.
-            const answer = await resilience.chat(exchange, upstreamRequest, { signal: request.signal, stale })
+            const call = { signal: request.signal, stale, resolved: target }
+            const answer = await resilience.chat(exchange, upstreamRequest, call)
             Object.assign(set.headers, answer.headers)
             if (answer.stale) return answerFromCache(exchange, answer.value, includeUsage, set.headers)
             const completion = answer.value
@@ -165,7 +166,8 @@ export function openAIRoutes({
         const upstream = upstreamController(request.signal)
         let opened: Awaited<ReturnType<typeof resilience.chatStream<CacheHit>>>
         try {
-          opened = await resilience.chatStream(exchange, upstreamRequest, { signal: upstream.signal, stale })
+          const call = { signal: upstream.signal, stale, resolved: target }
+          opened = await resilience.chatStream(exchange, upstreamRequest, call)
         } catch (error) {
           throw failExchange(exchange, error, request.signal)
         }
@@ -233,6 +235,7 @@ export function openAIRoutes({
         try {
           const { value: response, headers } = await resilience.embeddings(exchange, upstreamRequest, {
             signal: request.signal,
+            resolved: target,
           })
           Object.assign(set.headers, headers)
           batch.fill(vectorsInOrder(response, batch.upstream.length), response.usage.prompt_tokens)

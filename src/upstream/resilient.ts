@@ -50,6 +50,8 @@ export interface CallOptions<S> {
   headers?: Record<string, string>
   /** The cache's answer past its TTL, asked only when every target failed; null when it has none. */
   stale?: (exchange: Exchange) => Promise<S | null>
+  /** The requested model as the route resolved it already, so it is not looked up again. */
+  resolved?: ResolvedModel
 }
 
 /** `x-tollgate-model`, `x-tollgate-fallback`, `x-tollgate-attempts` (and `x-cache: STALE`). */
@@ -232,7 +234,7 @@ export class Resilience {
   private async walk<T>(walk: Walk, attempt: Attempt<T>): Promise<Walked<T>> {
     const { exchange, call, requested, kind, streaming = false } = walk
     const { breakers } = this.options
-    const primary = this.options.router.resolve(requested, kind).model
+    const primary = (call.resolved ?? this.options.router.resolve(requested, kind)).model
     const chain = this.chains.get(primary.name)!
     const totalMs = this.settingsOf(primary).timeouts.totalMs
     const deadline = totalMs > 0 ? breakers.now() + totalMs : Number.POSITIVE_INFINITY

@@ -17,6 +17,9 @@ export interface ResolvedModel {
 /** Long enough for any real model id; longer names are cut so an error echoes no payload. */
 const MAX_ECHOED_NAME = 256
 
+const shown = (name: string) =>
+  name.length > MAX_ECHOED_NAME ? `${name.slice(0, MAX_ECHOED_NAME)}...` : name
+
 export class ModelRouter {
   private readonly routes = new Map<string, ResolvedModel>()
 
@@ -34,14 +37,13 @@ export class ModelRouter {
    */
   resolve(name: string, kind?: ModelConfig['kind']): ResolvedModel {
     const route = this.routes.get(name)
-    const shown = name.length > MAX_ECHOED_NAME ? `${name.slice(0, MAX_ECHOED_NAME)}...` : name
     if (!route)
       throw new ApiError({
         status: 404,
         type: 'invalid_request_error',
         code: 'model_not_found',
         param: 'model',
-        message: `The model '${shown}' does not exist.`,
+        message: `The model '${shown(name)}' does not exist.`,
       })
     if (kind && route.model.kind !== kind)
       throw new ApiError({
@@ -49,7 +51,7 @@ export class ModelRouter {
         type: 'invalid_request_error',
         code: 'model_not_supported',
         param: 'model',
-        message: `The model '${shown}' is ${route.model.kind === 'chat' ? 'a chat' : 'an embedding'} model and cannot serve this endpoint.`,
+        message: `The model '${shown(name)}' is ${route.model.kind === 'chat' ? 'a chat' : 'an embedding'} model and cannot serve this endpoint.`,
       })
     return route
   }
