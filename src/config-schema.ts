@@ -206,6 +206,9 @@ export const ConfigFileSchema = T.Object(
         { additionalProperties: false },
       ),
     ),
+    redis: T.Optional(
+      T.Object({ startup_wait_ms: T.Optional(T.Integer({ minimum: 0 })) }, { additionalProperties: false }),
+    ),
     auth: T.Optional(
       T.Object(
         {

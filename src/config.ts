@@ -56,7 +56,13 @@ export interface Config {
     /** On SIGTERM, how long readiness fails while the listener still serves, before the drain. */
     drainDelayMs: number
   }
-  redis: { url: string | null; clusterNodes: string[]; keyPrefix: string }
+  redis: {
+    url: string | null
+    clusterNodes: string[]
+    keyPrefix: string
+    /** How long startup waits for a configured Redis before serving on the fallbacks. */
+    startupWaitMs: number
+  }
   database: { url: string | null; dataDir: string }
   adminApiKey: string | null
   auth: {
@@ -320,6 +326,7 @@ export function buildConfig(env: Env, rawFile: unknown = {}, source: string | nu
         .map((node) => node.trim())
         .filter(Boolean),
       keyPrefix: env.REDIS_KEY_PREFIX || 'tg:',
+      startupWaitMs: file.redis?.startup_wait_ms ?? 30_000,
     },
     database: { url: env.DATABASE_URL || null, dataDir },
     adminApiKey,

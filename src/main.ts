@@ -1,18 +1,20 @@
 /**
  * Process entry: config -> runtime -> listen -> graceful shutdown. An invalid config stops
  * here with the field and the problem; a database that does not answer yet is waited for
- * with backoff while the probes say so (src/startup.ts). SIGTERM drains (readiness fails
+ * with backoff, and a configured Redis up to `redis.startup_wait_ms`, while the probes say
+ * so (src/startup.ts). SIGTERM drains (readiness fails
  * first, for server.drain_delay_ms while the listener still serves; then in-flight requests
  * and streams finish up to the grace period), the cost ledger flushes, and then Redis and
  * the database close.
  */
 import { openDatabase } from '../db/client'
 import { createDevelopmentKey } from '../plugins/auth'
+import { RedisStore } from '../plugins/store'
 import { createApp } from './app'
 import { ConfigError, loadConfig } from './config'
 import { log, setLogLevel } from './log'
-import { createRuntime } from './runtime'
-import { openWithBackoff, serveStartupProbes } from './startup'
+import { createConfiguredStore, createRuntime } from './runtime'
+import { openWithBackoff, serveStartupProbes, waitUntilAvailable } from './startup'
 
 async function main(): Promise<void> {
   let config: Awaited<ReturnType<typeof loadConfig>>
@@ -25,10 +27,16 @@ async function main(): Promise<void> {
   }
   setLogLevel(config.logLevel)
   const lifecycle = { started: false, draining: false }
-  const startup = { waitingFor: null, lastError: null }
+  const startup = { waitingFor: null, attempts: 0, lastError: null }
   const probes = serveStartupProbes(config.server.port, config.server.host, startup)
+  // Created first, so Redis connects in the background while the database is waited for.
+  const store = createConfiguredStore(config)
   const database = await openWithBackoff('the database', () => openDatabase(config.database), startup)
-  const runtime = await createRuntime(config, { database })
+  if (store instanceof RedisStore && config.redis.startupWaitMs > 0) {
+    const up = await waitUntilAvailable('redis', store, startup, config.redis.startupWaitMs)
+    if (!up) log.warn('starting without redis: quotas on their fallback until it answers')
+  }
+  const runtime = await createRuntime(config, { database, store })
   await probes.stop(true)
   const app = createApp(runtime, { lifecycle }).listen({
     port: config.server.port,

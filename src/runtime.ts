@@ -30,18 +30,22 @@ export interface RuntimeOverrides {
   clock?: () => number
 }
 
+/**
+ * The shared-state store the config names. Redis starts connecting at once, in the
+ * background; src/main.ts creates it before waiting on the database, so both come up together.
+ */
+export function createConfiguredStore(config: Config): Store {
+  return createStore({
+    url: config.redis.url ?? undefined,
+    clusterNodes: config.redis.clusterNodes,
+    keyPrefix: config.redis.keyPrefix,
+    onStateChange: (available, error) =>
+      available ? log.info('redis available') : log.warn('redis unavailable', { error: String(error ?? '') }),
+  })
+}
+
 export async function createRuntime(config: Config, overrides: RuntimeOverrides = {}): Promise<Runtime> {
-  const store =
-    overrides.store ??
-    createStore({
-      url: config.redis.url ?? undefined,
-      clusterNodes: config.redis.clusterNodes,
-      keyPrefix: config.redis.keyPrefix,
-      onStateChange: (available, error) =>
-        available
-          ? log.info('redis available')
-          : log.warn('redis unavailable', { error: String(error ?? '') }),
-    })
+  const store = overrides.store ?? createConfiguredStore(config)
   const database = overrides.database ?? (await openDatabase(config.database))
   const providers = overrides.providers ?? createProviders(config.providers)
   const router = new ModelRouter(config.models, providers)

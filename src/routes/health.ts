@@ -96,7 +96,7 @@ export function healthRoutes({ checks, lifecycle, timeoutMs = 500 }: HealthOptio
       },
       {
         response: { 200: Simple, 503: Simple },
-        detail: detail('Startup: config loaded, migrations applied'),
+        detail: detail('Startup: config loaded, migrations applied, Redis waited for'),
       },
     )
     .get(
