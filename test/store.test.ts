@@ -198,6 +198,23 @@ describe('redis specifics', () => {
     }
   })
 
+  test("a command arms no timer of node-redis' own: the store's deadline is the only one", async () => {
+    const store = await redisStore({ url: redisUrl, keyPrefix: testKeyPrefix('one-deadline') })
+    const timeout = AbortSignal.timeout
+    let armed = 0
+    AbortSignal.timeout = (ms) => {
+      armed++
+      return timeout.call(AbortSignal, ms)
+    }
+    try {
+      await Promise.all([store.set('k', 'v', 1000), store.get('k'), store.incr('n'), store.ping()])
+      await store.run(incrBelow, ['{u:alice}:rpm'], [10, 60_000])
+    } finally {
+      AbortSignal.timeout = timeout
+    }
+    expect(armed).toBe(0)
+  })
+
   test('createStore picks the backend from its options', async () => {
     const memory = createStore({})
     expect(memory.kind).toBe('memory')

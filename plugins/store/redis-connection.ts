@@ -9,6 +9,11 @@ export interface SendOptions {
   typeMapping?: TypeMapping
   /** Aborting it drops the command if it was not written yet (the store's deadline). */
   abortSignal?: AbortSignal
+  /**
+   * node-redis' own per-command timeout (an AbortSignal.timeout per command, 5 s unless set):
+   * the store passes 0 (none), since its deadline already covers the command.
+   */
+  timeout?: number
 }
 
 /** What the store needs from a node-redis client or cluster, so the rest is written once. */

@@ -187,7 +187,7 @@ export class RedisStore implements Store {
 
   async ping(): Promise<number> {
     const started = performance.now()
-    await this.guard('PING', (abortSignal) => this.conn.pingAll({ abortSignal }))
+    await this.guard('PING', (abortSignal) => this.conn.pingAll({ abortSignal, timeout: 0 }))
     return performance.now() - started
   }
 
@@ -203,7 +203,9 @@ export class RedisStore implements Store {
   }
 
   private exec(op: string, firstKey: string | undefined, args: RedisArgument[], options: SendOptions = {}) {
-    return this.guard(op, (abortSignal) => this.conn.send(firstKey, args, { ...options, abortSignal }))
+    return this.guard(op, (abortSignal) =>
+      this.conn.send(firstKey, args, { ...options, abortSignal, timeout: 0 }),
+    )
   }
 
   /** Runs one operation against the live connection with a deadline; maps failures to StoreUnavailableError. */
