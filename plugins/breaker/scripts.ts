@@ -19,7 +19,9 @@ const num = (fields: Fields, field: string): number => Number(fields[field] ?? 0
 
 function flatten(head: string | number, fields: Fields): ScriptFields {
   const flat: ScriptFields = [head]
-  for (const [field, value] of Object.entries(fields)) flat.push(field, value)
+  // for-in, not Object.entries: the record twin runs on every upstream call, and entries()
+  // allocates a pair per field of a ~35-field hash (about 5x slower in Bun).
+  for (const field in fields) flat.push(field, fields[field]!)
   return flat
 }
 
