@@ -141,6 +141,7 @@ export function createApp(
   })
   const ledger = costs.decorator.ledger
   const breakers = breaker({
+    enabled: config.breaker.enabled,
     store: runtime.store,
     policy: config.breaker.policy,
     targets: config.breaker.targets,

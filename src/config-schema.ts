@@ -145,6 +145,7 @@ export const ResilienceSchema = T.Object(ResilienceFields, { additionalPropertie
 export const BreakerSchema = T.Object(
   {
     ...ResilienceFields,
+    enabled: T.Optional(T.Boolean()),
     sync_interval_ms: T.Optional(T.Integer({ minimum: 50, maximum: 1000 })),
     stale_cache: T.Optional(T.Boolean()),
     providers: T.Optional(T.Record(T.String({ minLength: 1 }), ResilienceSchema)),

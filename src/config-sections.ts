@@ -119,6 +119,7 @@ export function resolveBreaker(
   )
   const { timeouts: _timeouts, retry: _retry, ...policy } = base
   const breaker: Config['breaker'] = {
+    enabled: section.enabled ?? true,
     policy,
     targets: {},
     models: {},

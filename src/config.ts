@@ -113,6 +113,8 @@ export interface Config {
     models: Record<string, Partial<CacheRuleConfig>>
   }
   breaker: {
+    /** Off: no breaker opens; retries, timeouts and fallbacks still apply. */
+    enabled: boolean
     /** The policy of a target no model names (config resolves one per target below). */
     policy: BreakerPolicy
     /** Per breaker target (`breakerTarget(model)`): defaults, then provider, then model overrides. */

@@ -1,5 +1,6 @@
 /**
- * The plugins' off switches (`quota.enabled`, `ledger.enabled`, `cache.enabled`): what an
+ * The plugins' off switches (`quota.enabled`, `ledger.enabled`, `cache.enabled`,
+ * `breaker.enabled`): what an
  * operator turns off stops doing its work, and only that. A recording proxy between the
  * gateway and a private redis-server shows which commands a request still sends; the
  * ledger's rows are read from Postgres.
@@ -7,8 +8,9 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { sql } from 'drizzle-orm'
 import { queryRows } from '../db/client'
+import { type SimServer, startSimServer } from '../src/upstream/sim-server'
 import { requirePostgres } from './support/db'
-import { eventually, type Gateway, startGateway } from './support/gateway'
+import { adminKey, eventually, type Gateway, startGateway } from './support/gateway'
 import { chat, uniqueUser } from './support/quota'
 import { type RedisServer, startRedisServer } from './support/redis'
 import { type RedisProxy, startRedisProxy } from './support/redis-proxy'
@@ -117,5 +119,44 @@ describe('the same tier with quota and ledger on', () => {
       rows = Number(row!.n)
     }
     expect(rows).toBe(1)
+  })
+})
+
+describe('breaker switched off', () => {
+  let upstream: SimServer
+  let off: Gateway
+  beforeAll(async () => {
+    upstream = await startSimServer({ port: 0 })
+    off = await startGateway({
+      file: {
+        providers: { up: { type: 'openai', base_url: upstream.url } },
+        models: { main: { provider: 'up', free: true } },
+        breaker: { enabled: false, failure_threshold: 1, failure_rate: 0, retries: { max_retries: 0 } },
+      },
+    })
+  })
+  afterAll(async () => {
+    await off?.stop()
+    await upstream?.stop()
+  })
+
+  test('failures past the threshold open nothing: every request still reaches the upstream', async () => {
+    const key = await off.createKey(uniqueUser('switches-breaker'), 'enterprise')
+    upstream.addFaults([{ status: 500 }, { status: 500 }, { status: 500 }])
+    const statuses: number[] = []
+    for (let i = 0; i < 4; i++) {
+      const response = await chat(off.url, key, { model: 'main', max_tokens: 4 })
+      statuses.push(response.status)
+      await response.text()
+    }
+    // An upstream that fails answers 503 upstream_unavailable; an open breaker would have kept
+    // requests 2 and 3 (and 4, in its cool-down) from reaching the upstream at all.
+    expect(statuses).toEqual([503, 503, 503, 200])
+    expect(upstream.stats.chat).toBe(4)
+    const list = await fetch(`${off.url}/admin/breakers`, {
+      headers: { authorization: `Bearer ${adminKey}` },
+    })
+    const body = (await list.json()) as { data: Array<{ state: string; failures?: number }> }
+    expect(body.data.every((breaker) => breaker.state === 'closed')).toBe(true)
   })
 })

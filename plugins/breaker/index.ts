@@ -26,6 +26,12 @@ export type { BreakerState, BreakerView } from './view'
 
 export interface BreakerOptions {
   /**
+   * Off, no breaker opens: every call goes to its target, and nothing is recorded or shared.
+   * Retries, timeouts and fallbacks still apply.
+   * @default true
+   */
+  enabled?: boolean
+  /**
    * Where breaker state is shared: with a Redis store every instance opens and closes
    * together; a memory store (or none) keeps every breaker per instance.
    * @default null
@@ -83,6 +89,7 @@ export const abortableSleep: Sleep = (ms, signal) =>
   })
 
 export function createBreakers({
+  enabled = true,
   store = null,
   policy = {},
   targets = {},
@@ -93,6 +100,7 @@ export function createBreakers({
   onEvent = () => {},
 }: BreakerOptions = {}): BreakerService {
   return new BreakerService({
+    enabled,
     store,
     policy: { ...defaultBreakerPolicy, ...policy },
     targets,

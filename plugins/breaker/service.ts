@@ -28,6 +28,7 @@ import { type BreakerView, stateOf, viewOf } from './view'
 export type Sleep = (ms: number, signal: AbortSignal) => Promise<void>
 
 export interface BreakerServiceOptions {
+  enabled: boolean
   store: Store | null
   policy: BreakerPolicy
   targets: Record<string, BreakerPolicy>
@@ -98,7 +99,7 @@ export class BreakerService {
     this.metrics = new BreakerMetrics(options.onEvent)
     this.local = new MemoryStore({ now: options.now, sweepIntervalMs: 0 })
     for (const target of Object.keys(options.targets)) this.track(target)
-    if (this.shared && options.syncIntervalMs > 0) {
+    if (options.enabled && this.shared && options.syncIntervalMs > 0) {
       this.timer = setInterval(() => void this.refresh(), options.syncIntervalMs)
       this.timer.unref()
       void this.refresh()
@@ -120,6 +121,7 @@ export class BreakerService {
 
   /** Decides whether a call may go to `target`; `leaseMs` bounds how long a probe may hold its slot. */
   async admit(target: string, leaseMs: number): Promise<Admission> {
+    if (!this.options.enabled) return { allowed: true, permit: new Permit(this, target, false) }
     const entry = this.track(target)
     const fields = this.fields(target)
     const state = stateOf(fields)
@@ -158,6 +160,7 @@ export class BreakerService {
    * closed breaker joins the target's batch, which the next write or sync carries along.
    */
   record(target: string, outcome: Outcome, probe: boolean, reason: string): void {
+    if (!this.options.enabled) return
     const entry = this.track(target)
     const now = this.now()
     const closed = stateOf(this.fields(target)) === 'closed'
