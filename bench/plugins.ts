@@ -4,8 +4,8 @@
  * through their real `enabled` settings, all in front of one simulator, interleaved load by
  * load:
  * - all plugins on (as in `overhead`);
- * - each of quota, cache and ledger off in turn (`<plugin>.enabled: false`);
- * - all three off: what auth, routing, the breaker, metrics and the relay cost alone;
+ * - each of quota, cache, ledger and breaker off in turn (`<plugin>.enabled: false`);
+ * - all four off: what auth, routing, metrics and the relay cost alone;
  * - cache miss: cache on, every prompt unique and cacheable (`temperature: 0`, no `no-store`),
  *   so each request pays a lookup and a store: the cost of the cache on its miss path.
  */
@@ -25,10 +25,11 @@ const variants: Variant[] = [
   { name: 'quota off', description: '`quota.enabled: false`', off: ['quota'] },
   { name: 'cache off', description: '`cache.enabled: false`', off: ['cache'] },
   { name: 'ledger off', description: '`ledger.enabled: false`', off: ['ledger'] },
+  { name: 'breaker off', description: '`breaker.enabled: false`', off: ['breaker'] },
   {
-    name: 'quota, cache, ledger off',
-    description: 'all three: auth, routing, breaker, metrics and relay remain',
-    off: ['quota', 'cache', 'ledger'],
+    name: 'all four off',
+    description: 'quota, cache, ledger and breaker: auth, routing, metrics and relay remain',
+    off: ['quota', 'cache', 'ledger', 'breaker'],
   },
   {
     name: 'cache miss path',

@@ -31,7 +31,7 @@ export const highLimits = {
 }
 
 /** A plugin on the request path with an `enabled` setting of its own. */
-export type Switch = 'quota' | 'cache' | 'ledger'
+export type Switch = 'quota' | 'cache' | 'ledger' | 'breaker'
 
 /** How a variant differs from every-plugin-on; each switch is a real config setting. */
 export interface Variant {
@@ -60,6 +60,7 @@ export function gatewayFile(simUrl: string, variant: Variant = allOn): Record<st
     global: { concurrent: 1_000_000, requests_per_hour: 1_000_000_000, cost_per_day_usd: 1_000_000_000 },
     quota: { enabled: on('quota') },
     ledger: { enabled: on('ledger') },
+    breaker: { enabled: on('breaker') },
     // A short TTL, so the entries the cache-miss variant stores leave the shared Redis soon.
     cache: { enabled: on('cache'), responses: { ttl_seconds: 60 } },
   }
