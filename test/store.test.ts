@@ -215,6 +215,17 @@ describe('redis specifics', () => {
     expect(armed).toBe(0)
   })
 
+  test('an event loop stalled past the timeout: commands answered once it turns still count, the store stays up', async () => {
+    const store = await redisStore({ url: redisUrl, keyPrefix: testKeyPrefix('stall'), commandTimeoutMs: 50 })
+    const replies = Array.from({ length: 20 }, (_, i) => store.incr(`stalled-${i}`))
+    // A busy gateway: the loop does not turn for four timeouts, so the commands are written
+    // (and answered) only once it does, after their deadline's timer is already due.
+    const until = performance.now() + 200
+    while (performance.now() < until) {}
+    expect(await Promise.all(replies)).toEqual(Array.from({ length: 20 }, () => 1))
+    expect(store.available).toBe(true)
+  })
+
   test('createStore picks the backend from its options', async () => {
     const memory = createStore({})
     expect(memory.kind).toBe('memory')

@@ -30,6 +30,8 @@ interface Batch {
   entries: Entry[]
   /** Entries not settled yet: a batch that reaches its deadline at 0 has nothing to expire. */
   open: number
+  /** Whether it already had its extra slice after a stall of this process. */
+  graced: boolean
 }
 
 const SLICES = 10
@@ -55,6 +57,7 @@ export class Deadlines {
         controller: new AbortController(),
         entries: [],
         open: 0,
+        graced: false,
       }
       this.batches.push(batch)
       if (this.batches.length === 1) this.arm(batch.due)
@@ -86,13 +89,30 @@ export class Deadlines {
   }
 
   private sweep(): void {
-    this.armedFor = Number.POSITIVE_INFINITY
     const now = performance.now()
+    // A timer this late means this process did not run (a busy loop, a long GC): commands
+    // issued just before were maybe not even written, and replies that did arrive are not
+    // read yet. Their time went to us, not to Redis, so each batch gets one more slice, and
+    // a busy gateway does not mistake a healthy Redis for a dead one. A dead Redis still
+    // fails them at most a slice later.
+    const stalled = now - this.armedFor > this.sliceMs
+    this.armedFor = Number.POSITIVE_INFINITY
+    const graced: Batch[] = []
     while (this.batches.length > 0 && this.batches[0]!.due <= now) {
       const batch = this.batches.shift()!
       if (batch.open === 0) continue
+      if (stalled && !batch.graced) {
+        batch.graced = true
+        batch.due = now + this.sliceMs
+        graced.push(batch)
+        continue
+      }
       for (const entry of batch.entries) if (entry.settle()) entry.expire()
       batch.controller.abort()
+    }
+    if (graced.length > 0) {
+      this.batches.unshift(...graced)
+      this.batches.sort((a, b) => a.due - b.due)
     }
     const next = this.batches[0]
     if (next) this.arm(next.due)
