@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { sql } from 'drizzle-orm'
 import { queryRows } from '../db/client'
 import { Exchange, priceFromUsdPerMillion, type Usage } from '../plugins/exchange'
+import { estimatePromptTokens } from '../src/routes/usage'
 import type { ChatRequest } from '../src/upstream/provider'
 import { type SimServer, startSimServer } from '../src/upstream/sim-server'
 import { SimulatorProvider } from '../src/upstream/simulator'
@@ -236,14 +237,17 @@ for (const kind of ['postgres', 'pglite'] as const) {
       for (let i = 0; i < 80; i++)
         faultyWork.push(async () => {
           faulty.addFaults([{ fail_after_chunks: 1 + (i % 5) }])
-          const response = await post('/v1/chat/completions', {
-            ...chat(2000 + i, 'faulty-a', true),
-            max_tokens: 10,
-          })
+          const body = { ...chat(2000 + i, 'faulty-a', true), max_tokens: 10 }
+          const response = await post('/v1/chat/completions', body)
           const text = await response.text()
           expect(text).toContain('"error":{')
-          // No usage arrived before the cut: the gateway charges the completion tokens it relayed.
-          const usage = { promptTokens: 0, completionTokens: contentFrames(text), cachedTokens: 0 }
+          // No usage arrived before the cut: the gateway charges its prompt estimate and the
+          // completion tokens it relayed.
+          const usage = {
+            promptTokens: estimatePromptTokens(body),
+            completionTokens: contentFrames(text),
+            cachedTokens: 0,
+          }
           expectations.push({
             requestId: response.headers.get('x-request-id')!,
             clientId: false,
@@ -255,11 +259,8 @@ for (const kind of ['postgres', 'pglite'] as const) {
         faultyWork.push(async () => {
           faulty.addFaults([{ stall_after_chunks: { chunks: 2, ms: 10_000 } }])
           const controller = new AbortController()
-          const response = await post(
-            '/v1/chat/completions',
-            { ...chat(3000 + i, 'faulty-a', true), max_tokens: 10 },
-            { signal: controller.signal },
-          )
+          const body = { ...chat(3000 + i, 'faulty-a', true), max_tokens: 10 }
+          const response = await post('/v1/chat/completions', body, { signal: controller.signal })
           const reader = response.body!.getReader()
           let text = ''
           while (contentFrames(text) < 2) {
@@ -271,7 +272,11 @@ for (const kind of ['postgres', 'pglite'] as const) {
           expectations.push({
             requestId: response.headers.get('x-request-id')!,
             clientId: false,
-            cost: expectedCost('faulty-a', { promptTokens: 0, completionTokens: 2, cachedTokens: 0 }),
+            cost: expectedCost('faulty-a', {
+              promptTokens: estimatePromptTokens(body),
+              completionTokens: 2,
+              cachedTokens: 0,
+            }),
             saved: 0n,
           })
         })

@@ -144,6 +144,10 @@ describe('POST /admin/streams/:id/cancel', () => {
     const [exchange] = settledFor(stream.id)
     expect(exchange!.settlement).toMatchObject({ outcome: 'cancelled', errorCode: 'cancelled' })
     expect(exchange!.usage.completionTokens).toBe(contentTokens)
+    // The upstream's usage never came: the prompt is charged at the admission estimate.
+    expect(exchange!.usage.promptTokens).toBeGreaterThan(0)
+    expect(exchange!.usage.promptTokens).toBe(exchange!.estimatedTokens)
+    expect(exchange!.costNanoUsd).toBeGreaterThan(0n)
     await Bun.sleep(50)
     expect(settledFor(stream.id)).toHaveLength(1)
     expect((await listStreams()).map((entry) => entry.id)).not.toContain(stream.id)
@@ -162,6 +166,26 @@ describe('POST /admin/streams/:id/cancel', () => {
       headers: { authorization: `Bearer ${aliceKey}` },
     })
     expect(response.status).toBe(401)
+  })
+})
+
+describe('a client that leaves mid-stream', () => {
+  test('settles once as cancelled, charged the prompt estimate and the content relayed', async () => {
+    stall(5_000)
+    const stream = await openStream(bobKey, 'a client that will not wait for the end of this story')
+    const text = await stream.readUntil((sofar) => dataFrames(sofar).length >= 2)
+    const contentTokens = dataFrames(text).filter(
+      (frame) =>
+        (JSON.parse(frame) as { choices: { delta: { content?: string } }[] }).choices[0]?.delta.content,
+    ).length
+    await stream.cancel()
+    await eventually(() => settledFor(stream.id).length === 1, 3000)
+    const [exchange] = settledFor(stream.id)
+    expect(exchange!.settlement).toMatchObject({ outcome: 'cancelled', errorCode: 'client_disconnected' })
+    expect(exchange!.usage.completionTokens).toBe(contentTokens)
+    expect(exchange!.usage.promptTokens).toBeGreaterThan(0)
+    expect(exchange!.usage.promptTokens).toBe(exchange!.estimatedTokens)
+    expect(exchange!.costNanoUsd).toBeGreaterThan(0n)
   })
 })
 

@@ -3,6 +3,11 @@
  * leaves when it ends, reporting bytes and tokens sent as it goes, so an operator can see
  * what is running and end one. The registry only lists and signals; the relay that owns a
  * stream decides how it ends (cancelled event, upstream abort, settlement).
+ *
+ * Heartbeats run on one ticker for the whole instance, not a timer per stream: every
+ * quarter of `heartbeatMs` it signals each stream that has sent nothing for `heartbeatMs`,
+ * so a silent stream gets a comment line at most a quarter interval late. Ten thousand
+ * streams cost one interval and a scan of ten thousand numbers, not a timer per chunk.
  */
 import type { Exchange } from '../exchange'
 
@@ -13,6 +18,8 @@ export interface OpenStream {
   exchange: Exchange
   /** Ends the stream; called at most once, and never after `close()`. */
   cancel: (reason: CancelReason) => void
+  /** The stream sent nothing for `heartbeatMs`; called again after each further such interval. */
+  idle: () => void
 }
 
 /** What the relay holds while it streams. */
@@ -36,13 +43,17 @@ export interface StreamEntry {
 interface Active {
   exchange: Exchange
   cancel: (reason: CancelReason) => void
+  idle: () => void
   startedAt: number
   bytes: number
   tokens: number
+  /** performance.now() when the stream last sent something (or was last told it is idle). */
+  lastSent: number
 }
 
 export class StreamRegistry {
   private readonly active = new Map<string, Active>()
+  private ticker: ReturnType<typeof setInterval> | undefined
 
   /**
    * @param heartbeatMs How long a relay lets the upstream stay silent before it sends a
@@ -53,17 +64,27 @@ export class StreamRegistry {
     private readonly now: () => number,
   ) {}
 
-  open({ exchange, cancel }: OpenStream): StreamHandle {
-    const entry: Active = { exchange, cancel, startedAt: this.now(), bytes: 0, tokens: 0 }
+  open({ exchange, cancel, idle }: OpenStream): StreamHandle {
+    const entry: Active = {
+      exchange,
+      cancel,
+      idle,
+      startedAt: this.now(),
+      bytes: 0,
+      tokens: 0,
+      lastSent: performance.now(),
+    }
     this.active.set(exchange.id, entry)
+    this.ticker ??= setInterval(() => this.tick(), Math.max(1, this.heartbeatMs / 4)).unref()
     return {
       progress(bytes, tokens) {
         entry.bytes = bytes
         entry.tokens = tokens
+        entry.lastSent = performance.now()
       },
       close: () => {
         // Only its own entry: an id is never reused, but a stale handle must not drop another.
-        if (this.active.get(exchange.id) === entry) this.active.delete(exchange.id)
+        if (this.active.get(exchange.id) === entry) this.forget(exchange.id)
       },
     }
   }
@@ -84,12 +105,30 @@ export class StreamRegistry {
   cancel(id: string, reason: CancelReason = 'admin'): boolean {
     const entry = this.active.get(id)
     if (!entry) return false
-    this.active.delete(id)
+    this.forget(id)
     entry.cancel(reason)
     return true
   }
 
   get size(): number {
     return this.active.size
+  }
+
+  private forget(id: string): void {
+    this.active.delete(id)
+    if (this.active.size === 0 && this.ticker !== undefined) {
+      clearInterval(this.ticker)
+      this.ticker = undefined
+    }
+  }
+
+  private tick(): void {
+    const now = performance.now()
+    const due = now - this.heartbeatMs
+    for (const entry of this.active.values()) {
+      if (entry.lastSent > due) continue
+      entry.lastSent = now
+      entry.idle()
+    }
   }
 }

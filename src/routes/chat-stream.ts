@@ -5,7 +5,8 @@
  * followed by the end of the stream: never a silent clean end. Every ending settles the
  * Exchange exactly once: finished, failed mid-stream, cancelled by the client, or cancelled
  * by an operator through the stream registry (an SSE error event with `code: "cancelled"`).
- * While the upstream is silent, comment heartbeats keep proxies from cutting the connection.
+ * While the upstream is silent, comment heartbeats keep proxies from cutting the connection;
+ * the stream registry's one ticker says when, so no stream holds a timer of its own.
  *
  * Backpressure needs no buffer of our own: Elysia (1.4) turns the route's generator into a
  * pull-based ReadableStream (default highWaterMark: one chunk), and Bun pulls it only as the
@@ -20,6 +21,7 @@ import { type CacheHit, replayFrames } from '../../plugins/cache'
 import { ApiError, type Exchange, openAIErrorBody } from '../../plugins/exchange'
 import type { StreamRegistry } from '../../plugins/streams'
 import type { ChatChunk } from '../upstream/provider'
+import { rawDataOf } from '../upstream/sse'
 import { upstreamToApiError } from './upstream-errors'
 import { recordUsage } from './usage'
 
@@ -56,19 +58,54 @@ const cancelledError = new ApiError({
   message: 'The stream was cancelled by an operator.',
 })
 
+/**
+ * One `data:` frame as Elysia writes it (it calls `toSSE()` of a value marked `sse`): a
+ * method on the prototype, where `sse()` gives each frame an object and a closure of its own.
+ */
+class Frame {
+  readonly sse = true
+  constructor(readonly data: string) {}
+  toSSE(): string {
+    return `data: ${this.data}\n\n`
+  }
+}
+
 /** "data: " + payload + blank line, in UTF-8 bytes (Buffer.byteLength does not allocate). */
 const frameBytes = (payload: string) => Buffer.byteLength(payload) + 8
 
 const IDLE = Symbol('idle')
 const CANCEL = Symbol('cancel')
+type Woke = IteratorResult<ChatChunk> | typeof IDLE | typeof CANCEL
 
-/** The next upstream step, or IDLE after `idleMs` of silence, or CANCEL once `cancelled` resolves. */
-function nextOrWake<T>(pending: Promise<T>, cancelled: Promise<typeof CANCEL>, idleMs: number) {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const idle = new Promise<typeof IDLE>((resolve) => {
-    timer = setTimeout(resolve, idleMs, IDLE)
-  })
-  return Promise.race([pending, cancelled, idle]).finally(() => clearTimeout(timer))
+const USAGE_NULL = '"usage":null'
+
+/**
+ * The frame data the client gets for `chunk`: the upstream's own text when the provider kept
+ * it (no JSON re-serialisation per chunk), with the model renamed and a `"usage":null` the
+ * client did not ask for dropped by exact text edits. A chunk whose text does not allow them
+ * unambiguously, or that has no text of its own, is serialised again.
+ */
+function clientData(chunk: ChatChunk, modelField: string | null, clientModelField: string): string {
+  let data = rawDataOf(chunk)
+  if (data === undefined) return JSON.stringify(chunk)
+  if (modelField !== null) {
+    const at = data.indexOf(modelField)
+    if (at === -1 || data.indexOf(modelField, at + 1) !== -1) return JSON.stringify(chunk)
+    data = data.slice(0, at) + clientModelField + data.slice(at + modelField.length)
+  }
+  if (chunk.usage === undefined && 'usage' in chunk) {
+    const at = data.indexOf(USAGE_NULL)
+    if (at === -1 || data.indexOf(USAGE_NULL, at + 1) !== -1) return JSON.stringify(chunk)
+    // With the comma on either side that separated it from its neighbour.
+    const before = data.charCodeAt(at - 1) === 44
+    const from = before ? at - 1 : at
+    const to =
+      !before && data.charCodeAt(at + USAGE_NULL.length) === 44
+        ? at + USAGE_NULL.length + 1
+        : at + USAGE_NULL.length
+    data = data.slice(0, from) + data.slice(to)
+  }
+  return data
 }
 
 export async function* relayStream(
@@ -80,23 +117,35 @@ export async function* relayStream(
   let sawUsage = false
   let bytes = 0
   let cancelled = false
-  let signalCancel = () => {}
-  // Raced with every wait for the upstream, so a cancel takes effect while it is silent.
-  const cancelRequested = new Promise<typeof CANCEL>((resolve) => {
-    signalCancel = () => resolve(CANCEL)
-  })
+  // The upstream's model name as it appears in a chunk's text, and the client's in its place.
+  const clientModelField = `"model":${JSON.stringify(clientModel)}`
+  let upstreamModel: unknown
+  let modelField: string | null = null
+  // While the relay waits for the upstream, `wake` ends the wait: with the next step, or IDLE
+  // (the registry's heartbeat ticker), or CANCEL (an operator). Set only during a wait.
+  let wake: ((woke: Woke) => void) | null = null
+  let fail: ((error: unknown) => void) | null = null
+  const onStep = (step: IteratorResult<ChatChunk>) => wake?.(step)
+  const onError = (error: unknown) => fail?.(error)
   const handle = streams.open({
     exchange,
     cancel() {
       cancelled = true
-      signalCancel()
+      wake?.(CANCEL)
       abortUpstream()
+    },
+    idle() {
+      wake?.(IDLE)
     },
   })
   try {
     let step = first
     relay: while (!step.done) {
       const chunk = step.value
+      if (chunk.model !== upstreamModel) {
+        upstreamModel = chunk.model
+        modelField = chunk.model === clientModel ? null : `"model":${JSON.stringify(chunk.model)}`
+      }
       chunk.model = clientModel
       collect?.(chunk)
       let relay = true
@@ -113,16 +162,21 @@ export async function* relayStream(
           if (choice.finish_reason) exchange.finishReasons.push(choice.finish_reason)
         }
         exchange.markFirstToken()
-        const data = JSON.stringify(chunk)
+        const data = clientData(chunk, modelField, clientModelField)
         bytes += frameBytes(data)
         handle.progress(bytes, streamedChunks)
-        yield sse({ data })
+        yield new Frame(data)
       }
+      if (cancelled) break
       const pending = iterator.next()
-      // A cancel can win the race and leave this to reject unobserved once the upstream aborts.
-      pending.catch(() => {})
+      pending.then(onStep, onError)
       for (;;) {
-        const woke = await nextOrWake(pending, cancelRequested, streams.heartbeatMs)
+        const woke = await new Promise<Woke>((resolve, reject) => {
+          wake = resolve
+          fail = reject
+        })
+        wake = null
+        fail = null
         if (woke === CANCEL) break relay
         if (woke !== IDLE) {
           step = woke
@@ -131,14 +185,15 @@ export async function* relayStream(
         bytes += heartbeatBytes
         handle.progress(bytes, streamedChunks)
         yield heartbeat
+        if (cancelled) break relay
       }
     }
     if (cancelled) {
       yield* endCancelled()
       return
     }
-    if (!sawUsage) exchange.usage.completionTokens = streamedChunks
-    yield sse({ data: '[DONE]' })
+    chargeEstimateUnlessReported()
+    yield new Frame('[DONE]')
     exchange.settle({ outcome: 'ok', status: 200 })
   } catch (error) {
     if (exchange.isSettled) return
@@ -149,30 +204,46 @@ export async function* relayStream(
     }
     if (clientSignal.aborted) return
     const apiError = upstreamToApiError(error)
-    if (!sawUsage) exchange.usage.completionTokens = streamedChunks
+    chargeEstimateUnlessReported()
     exchange.settle({
       outcome: 'error',
       status: apiError.status,
       errorCode: apiError.code ?? 'upstream_error',
     })
-    yield sse({ data: JSON.stringify(openAIErrorBody(apiError)) })
+    yield new Frame(JSON.stringify(openAIErrorBody(apiError)))
   } finally {
     handle.close()
+    wake = null
+    fail = null
     if (!exchange.isSettled) {
       abortUpstream()
       await iterator.return?.()
-      if (!sawUsage) exchange.usage.completionTokens = streamedChunks
+      chargeEstimateUnlessReported()
       exchange.settle({ outcome: 'cancelled', status: 499, errorCode: 'client_disconnected' })
+    }
+  }
+
+  /**
+   * Without the upstream's usage (a stream cut, cancelled or broken before its final chunk,
+   * or an upstream that never reports it), the charge is estimated: the prompt at the
+   * admission estimate, a completion token per content chunk relayed.
+   */
+  function chargeEstimateUnlessReported() {
+    if (sawUsage) return
+    exchange.usage = {
+      promptTokens: exchange.estimatedTokens,
+      completionTokens: streamedChunks,
+      cachedTokens: 0,
     }
   }
 
   /** Billed for what streamed, settled before the event so a client gone meanwhile changes nothing. */
   async function* endCancelled() {
-    if (!sawUsage) exchange.usage.completionTokens = streamedChunks
+    chargeEstimateUnlessReported()
     exchange.settle({ outcome: 'cancelled', status: cancelledError.status, errorCode: 'cancelled' })
     // The upstream was aborted, so its iterator finishes promptly; not awaited, nothing to wait for.
     iterator.return?.()?.catch(() => {})
-    yield sse({ data: JSON.stringify(openAIErrorBody(cancelledError)) })
+    yield new Frame(JSON.stringify(openAIErrorBody(cancelledError)))
   }
 }
 

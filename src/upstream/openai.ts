@@ -16,7 +16,7 @@ import {
   UpstreamError,
   type UpstreamErrorKind,
 } from './provider'
-import { parseSSE, type SSEEnd, type SSEEvent, SSEFormatError } from './sse'
+import { parseSSE, type SSEEnd, type SSEEvent, SSEFormatError, withRawData } from './sse'
 
 export interface OpenAIProviderOptions {
   name: string
@@ -178,7 +178,7 @@ export class OpenAIProvider implements Provider {
         if (upstreamError || step.value.event === 'error') throw this.streamError(upstreamError)
         if (!hasArray(chunk, 'choices')) throw this.protocolError('a stream frame that is not a chunk')
         deadline.pause()
-        yield chunk as ChatChunk
+        yield withRawData(chunk as ChatChunk, step.value.data)
       }
     } finally {
       deadline.pause()

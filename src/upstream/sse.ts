@@ -28,21 +28,63 @@ export const MAX_EVENT_CHARS = 8 * 1024 * 1024
 
 const COLON = 58
 const SPACE = 32
+const CR = 13
+const LF = 10
+const decodeStreaming = { stream: true }
+
+/** Length of the line end found by `lineEnd` (1, or 2 for CRLF); read right after the call. */
+let lineEndLength = 1
+
+/**
+ * Index of the first line end in `text` at or after `from`, or -1. `crlf`: whether `text`
+ * holds a CR at all; without one (the usual stream) a line ends at LF and `indexOf` finds it.
+ */
+function lineEnd(text: string, from: number, crlf: boolean): number {
+  if (!crlf) {
+    lineEndLength = 1
+    return text.indexOf('\n', from)
+  }
+  for (let i = from; i < text.length; i++) {
+    const code = text.charCodeAt(i)
+    if (code === LF) {
+      lineEndLength = 1
+      return i
+    }
+    if (code === CR) {
+      lineEndLength = text.charCodeAt(i + 1) === LF ? 2 : 1
+      return i
+    }
+  }
+  return -1
+}
+
+/**
+ * The text of the `data:` field an event arrived with, kept on the object parsed from it, so
+ * a relay can pass the upstream's own bytes on instead of serialising the object again.
+ */
+const RAW_DATA = Symbol('sse data')
+
+export function withRawData<T extends object>(value: T, data: string): T {
+  ;(value as Record<symbol, unknown>)[RAW_DATA] = data
+  return value
+}
+
+export function rawDataOf(value: object): string | undefined {
+  return (value as Record<symbol, unknown>)[RAW_DATA] as string | undefined
+}
 
 export async function* parseSSE(
   body: ReadableStream<Uint8Array>,
   signal?: AbortSignal,
 ): AsyncGenerator<SSEEvent, SSEEnd, undefined> {
   const reader = body.getReader()
-  // One regex per stream: its lastIndex is cursor state, and generators interleave.
-  const lineEnd = /\r\n|\r|\n/g
   // `stream: true` holds back a multi-byte character split across chunks until its last byte arrives.
   const decoder = new TextDecoder()
   const cancelRead = () => void reader.cancel(signal?.reason).catch(() => {})
   signal?.addEventListener('abort', cancelRead, { once: true })
   let buffer = ''
-  let data: string[] = []
-  let dataChars = 0
+  // One `data:` line is the usual event: kept as it is, joined only when a second one comes.
+  let data: string | null = null
   let event: string | undefined
   let exhausted = false
   try {
@@ -51,38 +93,37 @@ export async function* parseSSE(
       const { done, value } = await reader.read()
       signal?.throwIfAborted()
       exhausted = done
-      buffer += done ? decoder.decode() : decoder.decode(value, { stream: true })
+      buffer += done ? decoder.decode() : decoder.decode(value, decodeStreaming)
+      const crlf = buffer.includes('\r')
       let lineStart = 0
-      lineEnd.lastIndex = 0
-      for (let match = lineEnd.exec(buffer); match !== null; match = lineEnd.exec(buffer)) {
+      for (let end = lineEnd(buffer, 0, crlf); end !== -1; end = lineEnd(buffer, lineStart, crlf)) {
         // A CR that ends the buffer may be the first half of a CRLF still in flight.
-        if (!done && match[0] === '\r' && match.index === buffer.length - 1) break
-        const line = buffer.slice(lineStart, match.index)
-        lineStart = match.index + match[0].length
-        if (line === '') {
-          const payload = data.join('\n')
+        if (!done && end === buffer.length - 1 && buffer.charCodeAt(end) === CR) break
+        const start = lineStart
+        lineStart = end + lineEndLength
+        if (end === start) {
+          const payload = data
           const name = event
-          const dispatch = data.length > 0
-          data = []
-          dataChars = 0
+          data = null
           event = undefined
-          if (!dispatch) continue
-          if (payload.trim() === '[DONE]') return 'done'
+          if (payload === null) continue
+          if (payload === '[DONE]' || (payload.length < 16 && payload.trim() === '[DONE]')) return 'done'
           yield name === undefined ? { data: payload } : { event: name, data: payload }
           continue
         }
-        if (line.charCodeAt(0) === COLON) continue
-        const colon = line.indexOf(':')
-        const field = colon === -1 ? line : line.slice(0, colon)
-        let value = colon === -1 ? '' : line.slice(colon + 1)
-        if (value.charCodeAt(0) === SPACE) value = value.slice(1)
-        if (field === 'data') {
-          data.push(value)
-          dataChars += value.length
-        } else if (field === 'event') event = value
+        if (buffer.charCodeAt(start) === COLON) continue
+        const colon = buffer.indexOf(':', start)
+        const fieldEnd = colon === -1 || colon > end ? end : colon
+        let valueStart = fieldEnd === end ? end : fieldEnd + 1
+        if (valueStart < end && buffer.charCodeAt(valueStart) === SPACE) valueStart++
+        if (fieldEnd - start === 4 && buffer.startsWith('data', start)) {
+          const line = buffer.slice(valueStart, end)
+          data = data === null ? line : `${data}\n${line}`
+        } else if (fieldEnd - start === 5 && buffer.startsWith('event', start))
+          event = buffer.slice(valueStart, end)
       }
       buffer = buffer.slice(lineStart)
-      if (buffer.length + dataChars > MAX_EVENT_CHARS)
+      if (buffer.length + (data?.length ?? 0) > MAX_EVENT_CHARS)
         throw new SSEFormatError(`an event exceeded ${MAX_EVENT_CHARS} characters`)
     }
     return 'eof'
