@@ -8,7 +8,8 @@
  * gateway's RSS per stream. Target (issue 8): 10,000 streams on one instance, RSS under 1 GB,
  * no stream starved.
  *
- * Env: BENCH_STREAMS (counts, default `1000,10000`), BENCH_STREAM_RAMP_MS (default 1000).
+ * Env: BENCH_STREAMS (scenarios by number, default all), BENCH_STREAM_TARGETS (`direct`,
+ * `tollgate`, `built-in`; default all), so one path can be measured again on its own.
  */
 import { readdir } from 'node:fs/promises'
 import type { Target } from './lib/load'
@@ -87,7 +88,15 @@ const startGateway = () =>
 
 const headers = { 'content-type': 'application/json' }
 type Subject = 'direct' | 'tollgate' | 'tollgate, built-in sim'
-const subjectNames: Subject[] = ['direct', 'tollgate', 'tollgate, built-in sim']
+const subjectKeys: Record<Subject, string> = {
+  direct: 'direct',
+  tollgate: 'tollgate',
+  'tollgate, built-in sim': 'built-in',
+}
+const onlySubjects = process.env.BENCH_STREAM_TARGETS?.split(',')
+const subjectNames = (Object.keys(subjectKeys) as Subject[]).filter(
+  (name) => !onlySubjects || onlySubjects.includes(subjectKeys[name]),
+)
 
 function targetOf(name: Subject, scenario: Scenario, stack: Stack | null): Target {
   const pace = paces[scenario.pace]
