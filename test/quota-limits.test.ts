@@ -34,6 +34,7 @@ interface Setup {
   global?: Partial<GlobalLimits>
   routeWeights?: Record<string, number>
   leaseTtlMs?: number
+  refundRequestsOnError?: boolean
 }
 
 interface Attempt {
@@ -59,7 +60,13 @@ for (const backend of ['memory', 'redis'] as const) {
     let hub: SettlementHub
     let service: QuotaService
 
-    async function setup({ tier = {}, global = {}, routeWeights = {}, leaseTtlMs = 30_000 }: Setup = {}) {
+    async function setup({
+      tier = {},
+      global = {},
+      routeWeights = {},
+      leaseTtlMs = 30_000,
+      refundRequestsOnError = false,
+    }: Setup = {}) {
       clock = manualClock()
       hub = new SettlementHub()
       const store =
@@ -78,6 +85,7 @@ for (const backend of ['memory', 'redis'] as const) {
         global: { ...noGlobal, ...global },
         routeWeights,
         leaseTtlMs,
+        refundRequestsOnError,
         now: clock.now,
       }).decorator.quota
     }
@@ -147,6 +155,25 @@ for (const backend of ['memory', 'redis'] as const) {
         expect((await attempt(user)).ok).toBe(false)
       })
     }
+
+    test('refund_requests_on_error: a failed call gives its units back to every window, a success does not', async () => {
+      await setup({ tier: { requests_per_minute: 2, requests_per_hour: 3 }, refundRequestsOnError: true })
+      const user = uniqueUser('refund')
+      const first = await attempt(user)
+      const second = await attempt(user)
+      expectDenied(await attempt(user), 'rate_limit_exceeded', '2 requests per minute', 30)
+      await finish(second, 10, 0, 'error')
+      // The failed call's unit is back in both windows; the successful one keeps its unit.
+      const third = await attempt(user)
+      expect(third.ok).toBe(true)
+      await finish(first, 10, 5)
+      await finish(third, 10, 5)
+      expectDenied(await attempt(user), 'rate_limit_exceeded', '2 requests per minute', 30)
+      clock.advance(60_000)
+      // The hour holds three: the two successes and this one (the failed call's unit came back).
+      expect((await attempt(user)).ok).toBe(true)
+      expectDenied(await attempt(user), 'rate_limit_exceeded', '3 requests per hour', 1140)
+    })
 
     test('route weights consume more units of every window', async () => {
       await setup({ tier: { requests_per_minute: 10 }, routeWeights: { '/v1/embeddings': 4 } })

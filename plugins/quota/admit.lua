@@ -49,14 +49,6 @@ local until_midnight = (day + 1) * 86400000 - now
 
 local tokens_field = 'tok:' .. day
 local cost_field = 'cost:' .. day
-local stored = redis.call('HMGET', KEYS[1], 'day', tokens_field, cost_field)
-local tokens_used = tonumber(stored[2]) or 0
-local cost_used = tonumber(stored[3]) or 0
-
-local denied_by = ''
-local retry_after = 0
-local reply_windows = {}
-local new_tats = {}
 
 -- UTC year and month of a day number, and the day number the next month starts on (the
 -- civil-from-days conversion of Howard Hinnant's date algorithms: Lua has no calendar).
@@ -84,12 +76,34 @@ for i = 11, #ARGV, 2 do
   end
 end
 local window_count = (month_at - 11) / 2
+
+-- Every field this scope needs, read in one HMGET and written in one HSET: inside a script
+-- each redis.call costs a few microseconds of Redis' single thread, several times a plain
+-- command, and this script runs twice per request (user and global scope).
+local month, next_month_day, user_month_field, key_month_field
+local fields = { 'day', tokens_field, cost_field }
+for i = 1, window_count do fields[#fields + 1] = 'tat:' .. ARGV[9 + i * 2] end
+if month_at <= #ARGV then
+  month, next_month_day = month_of(day)
+  user_month_field = 'cost:m:' .. month
+  key_month_field = user_month_field .. ':k:' .. ARGV[month_at + 1]
+  fields[#fields + 1] = user_month_field
+  fields[#fields + 1] = key_month_field
+end
+local stored = redis.call('HMGET', KEYS[1], unpack(fields))
+local tokens_used = tonumber(stored[2]) or 0
+local cost_used = tonumber(stored[3]) or 0
+
+local denied_by = ''
+local retry_after = 0
+local reply_windows = {}
+local new_tats = {}
 for i = 1, window_count do
   local period = tonumber(ARGV[9 + i * 2])
   local limit = tonumber(ARGV[10 + i * 2])
   if limit > 0 then
     local interval = period / limit
-    local tat = tonumber(redis.call('HGET', KEYS[1], 'tat:' .. period)) or now
+    local tat = tonumber(stored[3 + i]) or now
     if tat < now then tat = now end
     local new_tat = tat + weight * interval
     local allow_at = new_tat - period
@@ -117,20 +131,15 @@ if cost_limit > 0 and cost_used + cost_reserve > cost_limit and until_midnight >
   retry_after = until_midnight
 end
 
-local month, user_month_field, key_month_field
 local user_month_limit, key_month_limit, month_reserve = 0, 0, 0
 local user_month_used, key_month_used = 0, 0
-if month_at <= #ARGV then
-  local next_month_day
-  month, next_month_day = month_of(day)
-  user_month_field = 'cost:m:' .. month
-  key_month_field = user_month_field .. ':k:' .. ARGV[month_at + 1]
+if month then
   user_month_limit = tonumber(ARGV[month_at + 2])
   key_month_limit = tonumber(ARGV[month_at + 3])
   month_reserve = tonumber(ARGV[month_at + 4])
-  local spent = redis.call('HMGET', KEYS[1], user_month_field, key_month_field)
-  if user_month_limit > 0 then user_month_used = tonumber(spent[1]) or tonumber(ARGV[month_at + 5]) end
-  if key_month_limit > 0 then key_month_used = tonumber(spent[2]) or tonumber(ARGV[month_at + 6]) end
+  local spent_at = 3 + window_count
+  if user_month_limit > 0 then user_month_used = tonumber(stored[spent_at + 1]) or tonumber(ARGV[month_at + 5]) end
+  if key_month_limit > 0 then key_month_used = tonumber(stored[spent_at + 2]) or tonumber(ARGV[month_at + 6]) end
   local until_month_end = next_month_day * 86400000 - now
   if user_month_limit > 0 and user_month_used + month_reserve > user_month_limit and until_month_end > retry_after then
     denied_by = 'month_cost'
@@ -157,26 +166,34 @@ if denied_by == '' and not dry_run then
   if stored[1] and tonumber(stored[1]) ~= day then
     redis.call('HDEL', KEYS[1], 'tok:' .. stored[1], 'cost:' .. stored[1])
   end
-  for i = 1, window_count do
-    if new_tats[i] then redis.call('HSET', KEYS[1], 'tat:' .. ARGV[9 + i * 2], new_tats[i]) end
-  end
   tokens_used = tokens_used + tokens_reserve
   cost_used = cost_used + cost_reserve
-  redis.call('HSET', KEYS[1], 'day', day, tokens_field, tokens_used, cost_field, cost_used)
+  local writes = { 'day', day, tokens_field, tokens_used, cost_field, cost_used }
+  for i = 1, window_count do
+    if new_tats[i] then
+      writes[#writes + 1] = 'tat:' .. ARGV[9 + i * 2]
+      writes[#writes + 1] = new_tats[i]
+    end
+  end
+  local unbudgeted = {}
   if month then
     if user_month_limit > 0 then
       user_month_used = user_month_used + month_reserve
-      redis.call('HSET', KEYS[1], user_month_field, user_month_used)
+      writes[#writes + 1] = user_month_field
+      writes[#writes + 1] = user_month_used
     else
-      redis.call('HDEL', KEYS[1], user_month_field)
+      unbudgeted[#unbudgeted + 1] = user_month_field
     end
     if key_month_limit > 0 then
       key_month_used = key_month_used + month_reserve
-      redis.call('HSET', KEYS[1], key_month_field, key_month_used)
+      writes[#writes + 1] = key_month_field
+      writes[#writes + 1] = key_month_used
     else
-      redis.call('HDEL', KEYS[1], key_month_field)
+      unbudgeted[#unbudgeted + 1] = key_month_field
     end
   end
+  redis.call('HSET', KEYS[1], unpack(writes))
+  if #unbudgeted > 0 then redis.call('HDEL', KEYS[1], unpack(unbudgeted)) end
   redis.call('PEXPIRE', KEYS[1], 172800000)
   if concurrent_limit > 0 then
     redis.call('ZADD', KEYS[2], now + lease_ttl, lease_id)
