@@ -13,9 +13,12 @@ RUN bun install --frozen-lockfile --production
 
 FROM oven/bun:1.4.5-slim AS runtime
 WORKDIR /app
+# Bun's fetch keeps at most 256 requests in flight by default, and every upstream call (a
+# stream holds its own for minutes) is a fetch: stream 257 would wait for a free slot.
 ENV NODE_ENV=production \
     PORT=8080 \
-    DATA_DIR=/data
+    DATA_DIR=/data \
+    BUN_CONFIG_MAX_HTTP_REQUESTS=65535
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json bun.lock tsconfig.json ./
 COPY db ./db

@@ -109,6 +109,13 @@ describe('compose.yaml', () => {
     expect(env.OPENAI_API_KEY).toBeNull()
   })
 
+  test('the gateway may hold two sockets per stream for 10,000 streams', () => {
+    const { nofile } = (service('tollgate') as { ulimits?: { nofile?: { soft: number; hard: number } } })
+      .ulimits ?? { nofile: undefined }
+    expect(nofile?.soft).toBeGreaterThanOrEqual(20_000)
+    expect(nofile?.hard).toBeGreaterThanOrEqual(nofile?.soft ?? 0)
+  })
+
   test('every named volume a service mounts is declared, and every declared one is used', () => {
     const mounted = Object.values(compose.services)
       .flatMap((s) => s.volumes ?? [])
@@ -181,6 +188,14 @@ describe('Dockerfile', () => {
         .map((i) => i.args)
         .join(' '),
     ).toContain('NODE_ENV=production')
+  })
+
+  test("lifts Bun's fetch limit of 256 requests in flight, so upstream streams past 256 do not queue", () => {
+    const env = lastStage
+      .filter((i) => i.keyword === 'ENV')
+      .map((i) => i.args)
+      .join(' ')
+    expect(Number(env.match(/BUN_CONFIG_MAX_HTTP_REQUESTS=(\d+)/)?.[1])).toBeGreaterThanOrEqual(10_000)
   })
 
   test('copies only paths that exist and that .dockerignore lets into the build context', () => {
