@@ -68,16 +68,55 @@ export interface BackoffOptions {
   maxDelayMs?: number
 }
 
-function begin(state: StartupState, what: string): void {
+/**
+ * The one wait-with-backoff both startup waits run: calls `attempt` with the current step
+ * (which doubles up to `maxDelayMs`) until it answers true, or until `maxWaitMs` has passed.
+ * An attempt may take up to its step (a self-connecting dependency waits that long for its
+ * answer); one that fails sooner is followed by the rest of the step, so attempts start at
+ * most once per step. `attempt` reports why it failed by returning its error.
+ */
+async function withBackoff(
+  what: string,
+  state: StartupState,
+  attempt: (stepMs: number) => Promise<true | { error: unknown }>,
+  maxWaitMs: number,
+  { initialDelayMs = 250, maxDelayMs = 5000 }: BackoffOptions,
+): Promise<boolean> {
   state.waitingFor = what
   state.attempts = 0
   state.lastError = null
-}
-
-function end(state: StartupState): void {
+  const deadline = performance.now() + maxWaitMs
+  let answered = false
+  for (let step = initialDelayMs; ; step = Math.min(step * 2, maxDelayMs)) {
+    state.attempts++
+    const started = performance.now()
+    const outcome = await attempt(Math.min(step, Math.max(0, deadline - started)))
+    if (outcome === true) {
+      answered = true
+      break
+    }
+    const { error } = outcome
+    state.lastError = error instanceof Error ? error.message : String(error ?? 'no answer')
+    if (performance.now() >= deadline) {
+      log.warn(`gave up waiting for ${what}`, {
+        attempts: state.attempts,
+        waited_ms: maxWaitMs,
+        error: state.lastError,
+      })
+      break
+    }
+    const rest = Math.min(started + step, deadline) - performance.now()
+    log.warn(`waiting for ${what}`, {
+      attempt: state.attempts,
+      retry_in_ms: Math.max(0, Math.round(rest)),
+      error: state.lastError,
+    })
+    if (rest > 0) await Bun.sleep(rest)
+  }
   state.waitingFor = null
   state.attempts = 0
   state.lastError = null
+  return answered
 }
 
 /** Calls `open` until it succeeds, waiting with capped exponential backoff between attempts. */
@@ -85,21 +124,24 @@ export async function openWithBackoff<T>(
   what: string,
   open: () => Promise<T>,
   state: StartupState,
-  { initialDelayMs = 250, maxDelayMs = 5000 }: BackoffOptions = {},
+  options: BackoffOptions = {},
 ): Promise<T> {
-  begin(state, what)
-  for (let delay = initialDelayMs; ; delay = Math.min(delay * 2, maxDelayMs)) {
-    state.attempts++
-    try {
-      const opened = await open()
-      end(state)
-      return opened
-    } catch (error) {
-      state.lastError = (error as Error).message
-      log.warn(`waiting for ${what}`, { attempt: state.attempts, retry_in_ms: delay, error: state.lastError })
-      await Bun.sleep(delay)
-    }
-  }
+  let opened: T | undefined
+  await withBackoff(
+    what,
+    state,
+    async () => {
+      try {
+        opened = await open()
+        return true
+      } catch (error) {
+        return { error }
+      }
+    },
+    Number.POSITIVE_INFINITY,
+    options,
+  )
+  return opened as T
 }
 
 /** A dependency that connects by itself in the background, as the Redis store does. */
@@ -115,33 +157,18 @@ export interface SelfConnecting {
  * backoff (each check returns the moment it answers, so nothing waits a full step for
  * nothing). Resolves whether it answered in time; never rejects.
  */
-export async function waitUntilAvailable(
+export function waitUntilAvailable(
   what: string,
   dependency: SelfConnecting,
   state: StartupState,
   maxWaitMs: number,
-  { initialDelayMs = 250, maxDelayMs = 5000 }: BackoffOptions = {},
+  options: BackoffOptions = {},
 ): Promise<boolean> {
-  begin(state, what)
-  const deadline = performance.now() + maxWaitMs
-  for (let delay = initialDelayMs; ; delay = Math.min(delay * 2, maxDelayMs)) {
-    state.attempts++
-    const left = Math.max(0, deadline - performance.now())
-    if (await dependency.waitUntilAvailable(Math.min(delay, left))) {
-      end(state)
-      return true
-    }
-    const error = dependency.lastError
-    state.lastError = error instanceof Error ? error.message : String(error ?? 'no answer')
-    if (performance.now() >= deadline) {
-      log.warn(`gave up waiting for ${what}`, {
-        attempts: state.attempts,
-        waited_ms: maxWaitMs,
-        error: state.lastError,
-      })
-      end(state)
-      return false
-    }
-    log.warn(`waiting for ${what}`, { attempt: state.attempts, error: state.lastError })
-  }
+  return withBackoff(
+    what,
+    state,
+    async (stepMs) => (await dependency.waitUntilAvailable(stepMs)) || { error: dependency.lastError },
+    maxWaitMs,
+    options,
+  )
 }
