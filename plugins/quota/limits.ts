@@ -36,6 +36,10 @@ export interface ScopeLimits {
   tokensPerDay: number
   costPerDayNano: bigint
   concurrent: number
+  /** The (period, limit) pairs of `windows` as the scripts take them, built once with the limits. */
+  windowArgs: number[]
+  /** The scope's hash and lease keys, in the order the scripts take them. */
+  keys: [hash: string, leases: string]
 }
 
 const minute = 60_000
@@ -44,11 +48,19 @@ const day = 24 * hour
 
 const orZero = (value: number | null | undefined) => value ?? 0
 
+function scopeLimits(limits: Omit<ScopeLimits, 'windowArgs' | 'keys'>): ScopeLimits {
+  return {
+    ...limits,
+    windowArgs: limits.windows.flatMap((window) => [window.periodMs, window.limit]),
+    keys: [`${limits.scope}:q`, `${limits.scope}:leases`],
+  }
+}
+
 export function userLimits(principal: Principal, tiers: Record<string, TierLimits>): ScopeLimits {
   const tier = tiers[principal.tier]
   if (!tier) throw new Error(`key ${principal.keyId} has tier "${principal.tier}", which is not configured`)
   const limits = { ...tier, ...(principal.overrides as Partial<TierLimits>) }
-  return {
+  return scopeLimits({
     scope: `{u:${encodeURIComponent(principal.userId)}}`,
     label: `tier ${principal.tier}`,
     windows: [
@@ -59,26 +71,19 @@ export function userLimits(principal: Principal, tiers: Record<string, TierLimit
     tokensPerDay: orZero(limits.tokens_per_day),
     costPerDayNano: usdToNano(orZero(limits.cost_per_day_usd)),
     concurrent: orZero(limits.concurrent),
-  }
+  })
 }
 
 export function globalLimits(limits: GlobalLimits): ScopeLimits {
-  return {
+  return scopeLimits({
     scope: '{global}',
     label: 'the gateway',
     windows: [{ name: 'hour', periodMs: hour, limit: orZero(limits.requests_per_hour) }],
     tokensPerDay: 0,
     costPerDayNano: usdToNano(orZero(limits.cost_per_day_usd)),
     concurrent: orZero(limits.concurrent),
-  }
+  })
 }
-
-export function windowArgs(limits: ScopeLimits): number[] {
-  return limits.windows.flatMap((window) => [window.periodMs, window.limit])
-}
-
-export const hashKey = (limits: ScopeLimits) => `${limits.scope}:q`
-export const leaseKey = (limits: ScopeLimits) => `${limits.scope}:leases`
 
 /**
  * Monthly budgets of one request in nano-USD (0: none), attached to its Exchange under

@@ -14,8 +14,6 @@ import { rateLimitHeaders, type WindowState } from './headers'
 import {
   type GlobalLimits,
   globalLimits,
-  hashKey,
-  leaseKey,
   type MonthlyBudget,
   type MonthReservation,
   monthAdmitArgs,
@@ -25,7 +23,6 @@ import {
   type ScopeLimits,
   type TierLimits,
   userLimits,
-  windowArgs,
 } from './limits'
 import { type AdmitReply, admitScript, settleScript } from './scripts'
 
@@ -82,10 +79,13 @@ const note = 'quota'
 
 export class QuotaService {
   private readonly local: MemoryStore
+  /** The global scope's limits, its script arguments included: the same for every request. */
+  private readonly global: ScopeLimits
   private fallbackActive = false
 
   constructor(private readonly options: QuotaServiceOptions) {
     this.local = new MemoryStore({ now: options.now ?? Date.now })
+    this.global = globalLimits(options.global)
   }
 
   /** The script argument for "now": '' lets Redis read its own clock; tests inject one. */
@@ -134,13 +134,13 @@ export class QuotaService {
       r.tokens,
       limits.costPerDayNano.toString(),
       r.costNano.toString(),
-      ...windowArgs(limits),
+      ...limits.windowArgs,
       ...month,
     ]
   }
 
   private scopesFor(exchange: Exchange): ScopeLimits[] {
-    return [userLimits(exchange.principal!, this.options.tiers), globalLimits(this.options.global)]
+    return [userLimits(exchange.principal!, this.options.tiers), this.global]
   }
 
   /** Reserves for a model request, or throws the 429 that names the limit that denied. */
@@ -171,7 +171,7 @@ export class QuotaService {
           this.runScript(
             backend,
             admitScript,
-            [hashKey(limits), leaseKey(limits)],
+            limits.keys,
             this.admitArgs(limits, request, false, i === 0 ? month : []),
           ),
         ),
@@ -269,12 +269,10 @@ export class QuotaService {
       actual.tokens - used.tokens,
       (actual.costNano - used.costNano).toString(),
       refundRequests ? used.weight : 0,
-      ...windowArgs(limits),
+      ...limits.windowArgs,
       ...(month && (month.user || month.key) ? monthSettleArgs(month, actual.costNano) : []),
     ]
-    return this.runScript(backend, settleScript, [hashKey(limits), leaseKey(limits)], args).catch(
-      () => undefined,
-    )
+    return this.runScript(backend, settleScript, limits.keys, args).catch(() => undefined)
   }
 
   /** Settlement: actual usage replaces the reservation; the lease is released. */
@@ -309,7 +307,7 @@ export class QuotaService {
     const backend = this.chooseBackend() === 'store' ? 'store' : 'local'
     const month = budget ? monthAdmitArgs(principal.keyId, budget, 0n) : []
     const args = this.admitArgs(limits, { leaseId: '', weight: 0, tokens: 0, costNano: 0n }, true, month)
-    const reply = await this.runScript(backend, admitScript, [hashKey(limits), leaseKey(limits)], args)
+    const reply = await this.runScript(backend, admitScript, limits.keys, args)
     return {
       limits,
       windows: windowStates(limits, reply),
@@ -323,7 +321,7 @@ export class QuotaService {
   /** Clears a user's windows, budgets and leases; returns what existed. */
   async reset(principal: Exchange['principal'] & object): Promise<string[]> {
     const limits = userLimits(principal, this.options.tiers)
-    const keys = [hashKey(limits), leaseKey(limits)]
+    const keys = limits.keys
     const cleared: string[] = []
     for (const store of [this.options.store, this.local]) {
       try {
