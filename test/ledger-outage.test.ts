@@ -12,16 +12,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import postgres from 'postgres'
 import { type SimServer, startSimServer } from '../src/upstream/sim-server'
-import {
-  type CostGateway,
-  ledgerTotals,
-  rollupMismatches,
-  startCostGateway,
-  type TcpProxy,
-  tcpProxy,
-} from './support/cost'
+import { type CostGateway, ledgerTotals, rollupMismatches, startCostGateway } from './support/cost'
 import { freshPostgresDatabase, type ThrowawayPostgres } from './support/db'
 import { adminKey } from './support/gateway'
+import { type PgProxy, pgProxy } from './support/pg-proxy'
 
 const unlimited = {
   requests_per_minute: null,
@@ -42,7 +36,7 @@ async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: numbe
 
 describe('ledger while Postgres is down', () => {
   let database: ThrowawayPostgres
-  let proxy: TcpProxy
+  let proxy: PgProxy
   let gateway: CostGateway
   let key: string
   /** A direct connection, past the proxy, to look at what was written. */
@@ -50,7 +44,7 @@ describe('ledger while Postgres is down', () => {
 
   beforeAll(async () => {
     database = await freshPostgresDatabase()
-    proxy = tcpProxy(database.url)
+    proxy = pgProxy(database.url)
     direct = postgres(database.url, { max: 1, onnotice: () => {} })
     gateway = await startCostGateway({
       env: { DATABASE_URL: proxy.url },

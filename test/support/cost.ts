@@ -1,7 +1,6 @@
 /**
  * Helpers for the cost and ledger tests: a gateway whose ledger the test can reach (to
- * close it before the database, as src/main.ts does), a TCP proxy in front of Postgres that
- * a test can cut and restore without touching the shared server, and ledger readers.
+ * close it before the database, as src/main.ts does) and ledger readers.
  */
 import { sql } from 'drizzle-orm'
 import { type Db, queryRows } from '../../db/client'
@@ -66,119 +65,8 @@ export async function startCostGateway({ env = {}, file = {}, ...overrides }: Co
   return gateway
 }
 
-export interface TcpProxy {
-  /** A Postgres URL that goes through the proxy. */
-  url: string
-  /** Drops every open connection and refuses new ones: the database is "down". */
-  cut(): void
-  restore(): void
-  stop(): void
-}
-
-/**
- * A TCP proxy to `target` (a postgres:// URL) that a test can cut: cutting resets every open
- * connection and stops listening (new connections are refused, as with a stopped server);
- * restoring listens on the same port again.
- */
-export function tcpProxy(target: string): TcpProxy {
-  const upstream = new URL(target)
-  type Pair = {
-    client: Bun.Socket<Pair>
-    server: Bun.Socket<undefined> | null
-    early: Uint8Array[]
-    up: Sender
-    down: Sender
-  }
-  const pairs = new Set<Pair>()
-  const handlers: Bun.SocketHandler<Pair> = {
-    open(client) {
-      const pair: Pair = { client, server: null, early: [], up: sender(), down: sender() }
-      client.data = pair
-      pairs.add(pair)
-      Bun.connect({
-        hostname: upstream.hostname,
-        port: Number(upstream.port || 5432),
-        socket: {
-          open(server) {
-            pair.server = server
-            for (const chunk of pair.early) pair.up.send(server, chunk)
-          },
-          data: (_server, chunk) => pair.down.send(client, new Uint8Array(chunk)),
-          drain: (server) => pair.up.drain(server),
-          close: () => void client.end(),
-          error: () => void client.end(),
-        },
-      }).catch(() => client.end())
-    },
-    data(client, chunk) {
-      const pair = client.data
-      if (pair.server) pair.up.send(pair.server, new Uint8Array(chunk))
-      else pair.early.push(new Uint8Array(chunk))
-    },
-    drain: (client) => client.data.down.drain(client),
-    close(client) {
-      pairs.delete(client.data)
-      client.data?.server?.end()
-    },
-    error(client) {
-      client.data?.server?.end()
-    },
-  }
-  let listener: Bun.TCPSocketListener<Pair> | null = Bun.listen<Pair>({
-    hostname: '127.0.0.1',
-    port: 0,
-    socket: handlers,
-  })
-  const port = listener.port
-  const via = new URL(target)
-  via.hostname = '127.0.0.1'
-  via.port = String(port)
-  const cut = () => {
-    listener?.stop(true)
-    listener = null
-    for (const pair of pairs) {
-      pair.server?.terminate()
-      pair.client.terminate()
-    }
-    pairs.clear()
-  }
-  return {
-    url: via.toString(),
-    cut,
-    restore() {
-      listener ??= Bun.listen<Pair>({ hostname: '127.0.0.1', port, socket: handlers })
-    },
-    stop: cut,
-  }
-}
-
-interface Sender {
-  send(socket: Bun.Socket<unknown>, chunk: Uint8Array): void
-  drain(socket: Bun.Socket<unknown>): void
-}
-
-/** Writes to a socket in order, keeping what its buffer did not take until `drain`. */
-function sender(): Sender {
-  const pending: Uint8Array[] = []
-  const drain = (socket: Bun.Socket<unknown>) => {
-    while (pending.length > 0) {
-      const chunk = pending[0]!
-      const written = socket.write(chunk)
-      if (written < chunk.byteLength) {
-        pending[0] = chunk.subarray(Math.max(0, written))
-        return
-      }
-      pending.shift()
-    }
-  }
-  return {
-    send(socket, chunk) {
-      pending.push(chunk)
-      drain(socket)
-    },
-    drain,
-  }
-}
+/** The cuttable Postgres proxy under its old name, for bench/soak.ts; tests use ./pg-proxy. */
+export { type PgProxy as TcpProxy, pgProxy as tcpProxy } from './pg-proxy'
 
 export interface LedgerTotals {
   events: number
