@@ -83,11 +83,13 @@ const USAGE_NULL = '"usage":null'
  * The frame data the client gets for `chunk`: the upstream's own text when the provider kept
  * it (no JSON re-serialisation per chunk), with the model renamed and a `"usage":null` the
  * client did not ask for dropped by exact text edits. A chunk whose text does not allow them
- * unambiguously, or that has no text of its own, is serialised again.
+ * unambiguously, or that has no text of its own, is serialised again. So is one the upstream
+ * sent over several `data:` lines: the parser joined them with LF, and `Frame` writes one
+ * line, so the client would get the first line only (JSON.stringify never writes an LF).
  */
 function clientData(chunk: ChatChunk, modelField: string | null, clientModelField: string): string {
   let data = rawDataOf(chunk)
-  if (data === undefined) return JSON.stringify(chunk)
+  if (data === undefined || data.includes('\n')) return JSON.stringify(chunk)
   if (modelField !== null) {
     const at = data.indexOf(modelField)
     if (at === -1 || data.indexOf(modelField, at + 1) !== -1) return JSON.stringify(chunk)
