@@ -16,7 +16,8 @@ interface RequestState {
   start: number
   /** The status of an answer built as a Response (errors), which `set.status` may not show. */
   status: number | null
-  span: Span | null
+  /** The server span; null when nothing records or the path is quiet; undefined until tried. */
+  span: Span | null | undefined
 }
 
 /** The lifecycle context fields this module reads; Elysia's contexts all have them. */
@@ -66,7 +67,7 @@ export class RequestObserver {
   constructor(private readonly options: RequestObserverOptions) {}
 
   opened(request: Request): void {
-    this.states.set(request, { start: performance.now(), status: null, span: null })
+    this.states.set(request, { start: performance.now(), status: null, span: undefined })
     this.options.metrics.requestStarted()
   }
 
@@ -74,8 +75,10 @@ export class RequestObserver {
   routed(context: RequestContext): void {
     const state = this.states.get(context.request)
     const tracer = this.options.tracer
-    if (!state || state.span || this.options.quietPaths.has(context.path)) return
-    state.span = tracer.start(context.request, context.path, state.start)
+    if (!state || state.span !== undefined) return
+    state.span = this.options.quietPaths.has(context.path)
+      ? null
+      : tracer.start(context.request, context.path, state.start)
     const exchange = exchangeOf(context)
     if (state.span && exchange) tracer.propagate(state.span, exchange)
   }
@@ -115,7 +118,8 @@ export class RequestObserver {
     metrics.requestFinished(method, context.route, status, (end - state.start) / 1000)
     if (exchange && exchange.requestedModel !== null && !exchange.isSettled)
       metrics.recordRefusal(exchange, status)
-    if (!state.span && !quietPaths.has(context.path))
+    // A request no route took (404, parse errors) was never routed: its span opens here, once.
+    if (state.span === undefined && !quietPaths.has(context.path))
       state.span = tracer.start(context.request, context.path, state.start)
     if (log) {
       const requestId = exchange?.id ?? context.set.headers['x-request-id']
