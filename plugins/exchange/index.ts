@@ -27,7 +27,7 @@ export type { JsonLimits } from './json-limits'
 export type { Price } from './money'
 export { costOf, formatUsd, freePrice, priceFromUsdPerMillion, usdToNano } from './money'
 export type { PromptBody, PromptLimits } from './prompt-limits'
-export { checkPromptLimits } from './prompt-limits'
+export { checkPromptLimits, messageCharacters } from './prompt-limits'
 
 export interface ExchangeOptions {
   /** Settlement subscribers; every feature plugin subscribes to the same hub. */

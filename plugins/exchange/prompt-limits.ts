@@ -32,6 +32,13 @@ function textOfContent(content: unknown): number {
   return characters
 }
 
+/** Characters of prompt text in chat messages: string content and the `text` of content parts. */
+export function messageCharacters(messages: NonNullable<PromptBody['messages']>): number {
+  let characters = 0
+  for (const message of messages) characters += textOfContent(message.content)
+  return characters
+}
+
 function charsOfInput(input: unknown): number {
   if (typeof input === 'string') return input.length
   if (!Array.isArray(input)) return 0
@@ -60,9 +67,7 @@ export function checkPromptLimits(body: PromptBody, limits: PromptLimits): void 
       param,
     })
   if (maxChars === null) return
-  let characters = 0
-  if (body.messages) for (const message of body.messages) characters += textOfContent(message.content)
-  else characters = charsOfInput(body.input)
+  const characters = body.messages ? messageCharacters(body.messages) : charsOfInput(body.input)
   if (characters > maxChars)
     throw new ApiError({
       status: 400,

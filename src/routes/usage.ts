@@ -2,22 +2,15 @@
  * Usage bookkeeping shared by the model routes: the cheap admission estimate and the
  * conversion of an upstream `usage` object onto the Exchange.
  */
-import type { Exchange } from '../../plugins/exchange'
+import { type Exchange, messageCharacters } from '../../plugins/exchange'
 import type { ChatRequest, WireUsage } from '../upstream/provider'
 
-/** Characters / 4 is the usual cheap estimate; reconciliation replaces it with actual usage. */
+/**
+ * Characters / 4 is the usual cheap estimate; reconciliation replaces it with actual usage.
+ * The characters are counted as the prompt limits count them (one definition, in the exchange).
+ */
 export function estimatePromptTokens(request: { messages: ChatRequest['messages'] }): number {
-  let characters = 0
-  for (const message of request.messages) {
-    const content = message.content
-    if (typeof content === 'string') characters += content.length
-    else if (Array.isArray(content)) {
-      for (const part of content as Array<{ text?: unknown }>) {
-        if (typeof part.text === 'string') characters += part.text.length
-      }
-    }
-  }
-  return Math.ceil(characters / 4)
+  return Math.ceil(messageCharacters(request.messages) / 4)
 }
 
 /** Embedding input: strings by characters / 4, token arrays by their length. */
