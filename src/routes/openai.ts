@@ -23,7 +23,7 @@ import type { QuotaService } from '../../plugins/quota'
 import type { StreamRegistry } from '../../plugins/streams'
 import type { ModelConfig } from '../config'
 import type { ChatRequest, EmbeddingRequest } from '../upstream/provider'
-import type { Resilience } from '../upstream/resilient'
+import { type Resilience, serveWith } from '../upstream/resilient'
 import type { ModelRouter } from '../upstream/router'
 import { answerFromCache, relayStream } from './chat-stream'
 import { embeddingItems, encodeEmbeddings, vectorsInOrder } from './embedding-vectors'
@@ -69,13 +69,6 @@ function openExchange(exchange: Exchange, route: string, principal: Principal, r
   exchange.route = route
   exchange.principal = principal
   exchange.requestedModel = requestedModel
-}
-
-function serveWith(exchange: Exchange, model: ModelConfig, price: Price) {
-  exchange.servedModel = model.name
-  exchange.provider = model.provider
-  exchange.upstreamModel = model.upstreamModel
-  exchange.price = price
 }
 
 function failExchange(exchange: Exchange, error: unknown, clientSignal: AbortSignal): ApiError {

@@ -129,6 +129,18 @@ function exhaustedError(model: string, attempts: number, timedOut: boolean, reop
   return new ApiError({ status: 503, code: 'upstream_unavailable', message, headers })
 }
 
+/**
+ * Records on the Exchange which model serves and at which price: the route for the model it
+ * resolved (admission prices the reservation with it), then the walk for the one that served.
+ */
+export function serveWith(exchange: Exchange, model: ModelConfig, price: Price, fallbackSteps = 0): void {
+  exchange.servedModel = model.name
+  exchange.provider = model.provider
+  exchange.upstreamModel = model.upstreamModel
+  exchange.price = price
+  exchange.fallbackSteps = fallbackSteps
+}
+
 const cancelled = () => new UpstreamError({ kind: 'aborted', status: 499, message: 'Call aborted.' })
 
 /** What an attempt's error means: our timers first, then the client, then the upstream's answer. */
@@ -323,10 +335,6 @@ export class Resilience {
   }
 
   private serveWith(exchange: Exchange, model: ModelConfig, steps: number): void {
-    exchange.servedModel = model.name
-    exchange.provider = model.provider
-    exchange.upstreamModel = model.upstreamModel
-    exchange.price = this.options.priceOf(model)
-    exchange.fallbackSteps = steps
+    serveWith(exchange, model, this.options.priceOf(model), steps)
   }
 }
