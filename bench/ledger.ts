@@ -12,13 +12,9 @@
  *    open-loop client sends BENCH_RATE requests/s for BENCH_SECONDS (latency counted from
  *    each request's due time); the two settings alternate, twice each.
  *
- * Writes bench/results/ledger.json and prints Markdown tables.
+ * Writes bench/results/ledger.json and .md.
  */
-import { mkdir } from 'node:fs/promises'
-import { cpus, loadavg } from 'node:os'
-import { join } from 'node:path'
 import { sql } from 'drizzle-orm'
-import postgres from 'postgres'
 import { openDatabase, queryRows } from '../db/client'
 import { createApiKey } from '../plugins/auth'
 import { type EventRow, Ledger } from '../plugins/cost'
@@ -26,26 +22,23 @@ import { createApp } from '../src/app'
 import { buildConfig } from '../src/config'
 import { setLogLevel } from '../src/log'
 import { createRuntime } from '../src/runtime'
+import { summarize } from './lib/load'
+import { ADMIN_KEY, createDatabase } from './lib/procs'
+import { startRecording, table } from './lib/report'
 
 const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback)
 const events = env('BENCH_EVENTS', 200_000)
 const rate = env('BENCH_RATE', 300)
 const seconds = env('BENCH_SECONDS', 8)
-const serverUrl = process.env.BENCH_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 const quiet = { info() {}, warn() {}, error() {} }
 setLogLevel('silent')
 
 async function withDatabase<T>(run: (url: string) => Promise<T>): Promise<T> {
-  const name = `tollgate_bench_${process.pid}_${crypto.randomUUID().slice(0, 8)}`
-  const admin = postgres(serverUrl, { max: 1, onnotice: () => {} })
-  await admin`create database ${admin(name)}`
-  const url = new URL(serverUrl)
-  url.pathname = `/${name}`
+  const database = await createDatabase()
   try {
-    return await run(url.toString())
+    return await run(database.url)
   } finally {
-    await admin`drop database if exists ${admin(name)} with (force)`
-    await admin.end()
+    await database.drop()
   }
 }
 
@@ -197,10 +190,6 @@ function delayingProxy(target: string, delay: { ms: number }) {
   return { url: url.toString(), stop: () => listener.stop(true) }
 }
 
-function percentile(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? 0
-}
-
 async function openLoop(base: string, key: string, label: string) {
   const total = Math.round(rate * seconds)
   const latencies: number[] = []
@@ -222,14 +211,8 @@ async function openLoop(base: string, key: string, label: string) {
       else failures++
     }),
   )
-  latencies.sort((a, b) => a - b)
-  return {
-    requests: total,
-    failures,
-    p50: round(percentile(latencies, 0.5)),
-    p99: round(percentile(latencies, 0.99)),
-    max: round(latencies.at(-1) ?? 0),
-  }
+  const { p50, p99, max } = summarize(latencies)
+  return { requests: total, failures, p50, p99, max }
 }
 
 async function isolation() {
@@ -241,7 +224,7 @@ async function isolation() {
       {
         DATABASE_URL: proxy.url,
         DATA_DIR: `/tmp/tollgate-bench-${process.pid}`,
-        ADMIN_API_KEY: 'bench-admin-key-0123456789',
+        ADMIN_API_KEY: ADMIN_KEY,
       },
       {
         auth: { key_cache_ttl_ms: 600_000 },
@@ -280,22 +263,14 @@ async function isolation() {
 
 const round = (value: number) => Math.round(value * 100) / 100
 
-const machine = {
-  cores: cpus().length,
-  cpu: cpus()[0]?.model ?? 'unknown',
-  bun: Bun.version,
-  date: new Date().toISOString(),
-  loadAverage1m: round(loadavg()[0] ?? 0),
-  commit: Bun.spawnSync(['git', 'rev-parse', '--short', 'HEAD']).stdout.toString().trim(),
-}
+const recorder = startRecording(
+  'ledger',
+  'ledger: write throughput, and request latency while Postgres is slow',
+)
 const writes = [await throughput(1000), await throughput(5000)]
 const latency = await isolation()
 
-const table = (headers: string[], rows: Array<Array<string | number>>) =>
-  [headers, headers.map(() => '---'), ...rows].map((cells) => `| ${cells.join(' | ')} |`).join('\n')
 const markdown = [
-  `Ledger benchmark: ${machine.cores} cores (${machine.cpu}), Bun ${machine.bun}, load average ${machine.loadAverage1m} at start, commit ${machine.commit}.`,
-  '',
   'Write throughput (one writer, one statement per batch, events + rollups):',
   '',
   table(
@@ -328,10 +303,4 @@ const markdown = [
   ),
 ].join('\n')
 
-const resultsDir = join(import.meta.dir, 'results')
-await mkdir(resultsDir, { recursive: true })
-await Bun.write(
-  join(resultsDir, 'ledger.json'),
-  `${JSON.stringify({ name: 'ledger', machine, rate, seconds, writes, latency }, null, 2)}\n`,
-)
-console.log(`${markdown}\n\nwrote bench/results/ledger.json`)
+await recorder.write({ rate, seconds, writes, latency }, markdown)
