@@ -19,6 +19,7 @@ import { Elysia } from 'elysia'
 import { Exchange, exchange, SettlementHub } from '../plugins/exchange'
 import { observability } from '../plugins/observability'
 import { RequestTracer } from '../plugins/observability/tracing'
+import { summarize } from './lib/load'
 import { ms, startRecording, table } from './lib/report'
 
 const ROUNDS = 3
@@ -31,12 +32,8 @@ const dropAll: SpanExporter = { export: (_spans, done) => done({ code: 0 }), shu
 const recording = () =>
   new BasicTracerProvider({ spanProcessors: [new BatchSpanProcessor(dropAll, { maxQueueSize: 100_000 })] })
 
-function sampleExchange(hub: SettlementHub): Exchange {
-  const current = new Exchange(hub, {
-    id: 'bench-request-0001',
-    method: 'POST',
-    path: '/v1/chat/completions',
-  })
+/** What the model route of this bench does to its Exchange: a routed request with four phases. */
+function fillModelRequest(current: Exchange): void {
   Object.assign(current, {
     route: '/v1/chat/completions',
     requestedModel: 'm',
@@ -45,6 +42,15 @@ function sampleExchange(hub: SettlementHub): Exchange {
   })
   for (const name of ['auth', 'quota', 'cache.lookup', 'upstream'])
     current.recordPhase(name, performance.now())
+}
+
+function sampleExchange(hub: SettlementHub): Exchange {
+  const current = new Exchange(hub, {
+    id: 'bench-request-0001',
+    method: 'POST',
+    path: '/v1/chat/completions',
+  })
+  fillModelRequest(current)
   current.settle({ outcome: 'ok', status: 200 })
   return current
 }
@@ -78,14 +84,7 @@ function startApp(variant: Variant): { url: string; stop: () => Promise<void> } 
   const spine = exchange({ hub })
   const tracerProvider = variant === 'observability, SDK recording' ? recording() : trace.getTracerProvider()
   const routes = new Elysia().use(spine).post('/v1/chat/completions', ({ exchange: current }) => {
-    Object.assign(current, {
-      route: '/v1/chat/completions',
-      requestedModel: 'm',
-      servedModel: 'm',
-      provider: 'sim',
-    })
-    for (const name of ['auth', 'quota', 'cache.lookup', 'upstream'])
-      current.recordPhase(name, performance.now())
+    fillModelRequest(current)
     current.usage = { promptTokens: 5, completionTokens: 7, cachedTokens: 0 }
     current.settle({ outcome: 'ok', status: 200 })
     return { id: current.id, choices: [] }
@@ -129,9 +128,6 @@ async function load(url: string, seconds: number): Promise<{ latencies: number[]
   return { latencies, cpuUs: (used.user + used.system) / latencies.length }
 }
 
-const percentile = (sorted: number[], p: number) =>
-  sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!
-
 const recorder = startRecording('tracing', 'tracing: what it costs when OTEL is unset')
 const loops = {
   'empty loop': tracingLoop(null),
@@ -165,14 +161,14 @@ for (let round = 0; round <= ROUNDS; round++) {
 
 const rows = variants.map((variant) => {
   const { latencies, cpuUs } = samples.get(variant)!
-  const sorted = latencies.sort((a, b) => a - b)
+  const { p50, p99 } = summarize(latencies)
   const cpu = cpuUs.reduce((a, b) => a + b, 0) / cpuUs.length
   return {
     variant,
-    requests: sorted.length,
-    perSecond: Math.round(sorted.length / (ROUND_SECONDS * ROUNDS)),
-    p50: percentile(sorted, 0.5),
-    p99: percentile(sorted, 0.99),
+    requests: latencies.length,
+    perSecond: Math.round(latencies.length / (ROUND_SECONDS * ROUNDS)),
+    p50,
+    p99,
     cpuUs: Math.round(cpu),
   }
 })
