@@ -57,14 +57,6 @@ export interface OpenAIRoutesOptions {
   streams: StreamRegistry
 }
 
-/** Ties the upstream call to the client: a client that goes away aborts the upstream. */
-function upstreamController(clientSignal: AbortSignal): AbortController {
-  const controller = new AbortController()
-  if (clientSignal.aborted) controller.abort()
-  else clientSignal.addEventListener('abort', () => controller.abort(), { once: true })
-  return controller
-}
-
 function openExchange(exchange: Exchange, route: string, principal: Principal, requestedModel: string) {
   exchange.route = route
   exchange.principal = principal
@@ -83,6 +75,8 @@ function failExchange(exchange: Exchange, error: unknown, clientSignal: AbortSig
     })
   return apiError
 }
+
+const ignore = () => {}
 
 const tags = ['openai']
 const security = [{ bearerAuth: [] }]
@@ -155,11 +149,10 @@ export function openAIRoutes({
           }
         }
 
-        // A stream may also be cut from this side (the relay, an admin's cancel).
-        const upstream = upstreamController(request.signal)
         let opened: Awaited<ReturnType<typeof resilience.chatStream<CacheHit>>>
         try {
-          const call = { signal: upstream.signal, stale, resolved: target }
+          // Like a JSON call, the stream follows the client's own signal (its call timer links to it).
+          const call = { signal: request.signal, stale, resolved: target }
           opened = await resilience.chatStream(exchange, upstreamRequest, call)
         } catch (error) {
           throw failExchange(exchange, error, request.signal)
@@ -167,12 +160,15 @@ export function openAIRoutes({
         Object.assign(set.headers, opened.headers)
         if (opened.stale) return answerFromCache(exchange, opened.value, includeUsage, set.headers)
         set.headers['cache-control'] = 'no-cache'
-        yield* relayStream(opened.value.iterator, opened.value.first, {
+        const { iterator, first } = opened.value
+        yield* relayStream(iterator, first, {
           exchange,
           clientModel: body.model,
           includeUsage,
           clientSignal: request.signal,
-          abortUpstream: () => upstream.abort(),
+          // A stream may also be cut from this side (the relay, an admin's cancel): closing the
+          // guarded iterator aborts the call's timer, and with it the upstream request, at once.
+          abortUpstream: () => void iterator.return?.().catch(ignore),
           collect: cache.responses.collector(exchange),
           streams,
         })
