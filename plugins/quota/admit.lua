@@ -96,6 +96,17 @@ local cost_used = tonumber(stored[3]) or 0
 
 local denied_by = ''
 local retry_after = 0
+-- Of every limit that denies, the one that frees last is named (see above).
+local function deny(name, wait)
+  if wait > retry_after then
+    denied_by = name
+    retry_after = wait
+  end
+end
+-- Whether a budget (0 = none) cannot take `reserve` more.
+local function over(limit, used, reserve)
+  return limit > 0 and used + reserve > limit
+end
 local reply_windows = {}
 local new_tats = {}
 for i = 1, window_count do
@@ -107,10 +118,7 @@ for i = 1, window_count do
     if tat < now then tat = now end
     local new_tat = tat + weight * interval
     local allow_at = new_tat - period
-    if allow_at - now > retry_after then
-      denied_by = 'window:' .. i
-      retry_after = allow_at - now
-    end
+    deny('window:' .. i, allow_at - now)
     local after = new_tat
     if allow_at > now or dry_run then after = tat end
     new_tats[i] = new_tat
@@ -122,14 +130,8 @@ for i = 1, window_count do
   end
 end
 
-if tokens_limit > 0 and tokens_used + tokens_reserve > tokens_limit and until_midnight > retry_after then
-  denied_by = 'tokens'
-  retry_after = until_midnight
-end
-if cost_limit > 0 and cost_used + cost_reserve > cost_limit and until_midnight > retry_after then
-  denied_by = 'cost'
-  retry_after = until_midnight
-end
+if over(tokens_limit, tokens_used, tokens_reserve) then deny('tokens', until_midnight) end
+if over(cost_limit, cost_used, cost_reserve) then deny('cost', until_midnight) end
 
 local user_month_limit, key_month_limit, month_reserve = 0, 0, 0
 local user_month_used, key_month_used = 0, 0
@@ -141,25 +143,15 @@ if month then
   if user_month_limit > 0 then user_month_used = tonumber(stored[spent_at + 1]) or tonumber(ARGV[month_at + 5]) end
   if key_month_limit > 0 then key_month_used = tonumber(stored[spent_at + 2]) or tonumber(ARGV[month_at + 6]) end
   local until_month_end = next_month_day * 86400000 - now
-  if user_month_limit > 0 and user_month_used + month_reserve > user_month_limit and until_month_end > retry_after then
-    denied_by = 'month_cost'
-    retry_after = until_month_end
-  end
-  if key_month_limit > 0 and key_month_used + month_reserve > key_month_limit and until_month_end > retry_after then
-    denied_by = 'key_month_cost'
-    retry_after = until_month_end
-  end
+  if over(user_month_limit, user_month_used, month_reserve) then deny('month_cost', until_month_end) end
+  if over(key_month_limit, key_month_used, month_reserve) then deny('key_month_cost', until_month_end) end
 end
 
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local concurrent_used = redis.call('ZCARD', KEYS[2])
 if concurrent_limit > 0 and concurrent_used >= concurrent_limit then
   local earliest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-  local wait = math.min(1000, tonumber(earliest[2]) - now)
-  if wait > retry_after then
-    denied_by = 'concurrent'
-    retry_after = wait
-  end
+  deny('concurrent', math.min(1000, tonumber(earliest[2]) - now))
 end
 
 if denied_by == '' and not dry_run then

@@ -49,6 +49,9 @@ function monthOf(day: number): { month: number; nextMonthDay: number } {
   return { month: year * 100 + month + 1, nextMonthDay: Date.UTC(year, month + 1, 1) / dayMs }
 }
 
+/** Whether a budget (0 = none) cannot take `reserve` more. */
+const over = (limit: number, used: number, reserve: number) => limit > 0 && used + reserve > limit
+
 export type AdmitReply = [number, string, number, number, number, number, number, ...number[]]
 
 export const admitScript = defineStoreScript<AdmitReply>({
@@ -69,6 +72,12 @@ export const admitScript = defineStoreScript<AdmitReply>({
     let costUsed = fields[`cost:${day}`] ?? 0
     let deniedBy = ''
     let retryAfter = 0
+    const deny = (name: string, wait: number) => {
+      if (wait > retryAfter) {
+        deniedBy = name
+        retryAfter = wait
+      }
+    }
     const replyWindows: number[] = []
     const newTats: Array<number | undefined> = []
     const windows = windowsFrom(args, 10)
@@ -81,22 +90,13 @@ export const admitScript = defineStoreScript<AdmitReply>({
       const tat = Math.max(fields[`tat:${period}`] ?? now, now)
       const newTat = tat + weight * interval
       const allowAt = newTat - period
-      if (allowAt - now > retryAfter) {
-        deniedBy = `window:${i + 1}`
-        retryAfter = allowAt - now
-      }
+      deny(`window:${i + 1}`, allowAt - now)
       const after = allowAt > now || dryRun ? tat : newTat
       newTats[i] = newTat
       replyWindows.push(Math.max(0, Math.floor((period - (after - now)) / interval)), Math.ceil(after - now))
     })
-    if (tokensLimit > 0 && tokensUsed + tokensReserve > tokensLimit && untilMidnight > retryAfter) {
-      deniedBy = 'tokens'
-      retryAfter = untilMidnight
-    }
-    if (costLimit > 0 && costUsed + costReserve > costLimit && untilMidnight > retryAfter) {
-      deniedBy = 'cost'
-      retryAfter = untilMidnight
-    }
+    if (over(tokensLimit, tokensUsed, tokensReserve)) deny('tokens', untilMidnight)
+    if (over(costLimit, costUsed, costReserve)) deny('cost', untilMidnight)
     const monthly = monthArgs(args, 10)
     let month: { id: number; userField: string; keyField: string; reserve: number } | null = null
     let [userMonthLimit, keyMonthLimit, userMonthUsed, keyMonthUsed] = [0, 0, 0, 0]
@@ -109,26 +109,15 @@ export const admitScript = defineStoreScript<AdmitReply>({
       if (userMonthLimit > 0) userMonthUsed = fields[userField] ?? userSeed
       if (keyMonthLimit > 0) keyMonthUsed = fields[keyField] ?? keySeed
       const untilMonthEnd = nextMonthDay * dayMs - now
-      if (userMonthLimit > 0 && userMonthUsed + reserve > userMonthLimit && untilMonthEnd > retryAfter) {
-        deniedBy = 'month_cost'
-        retryAfter = untilMonthEnd
-      }
-      if (keyMonthLimit > 0 && keyMonthUsed + reserve > keyMonthLimit && untilMonthEnd > retryAfter) {
-        deniedBy = 'key_month_cost'
-        retryAfter = untilMonthEnd
-      }
+      if (over(userMonthLimit, userMonthUsed, reserve)) deny('month_cost', untilMonthEnd)
+      if (over(keyMonthLimit, keyMonthUsed, reserve)) deny('key_month_cost', untilMonthEnd)
       month = { id, userField, keyField, reserve }
     }
     const leases = leasesOf(data, leaseKey!)
     for (const [id, expiresAt] of leases) if (expiresAt <= now) leases.delete(id)
     let concurrentUsed = leases.size
-    if (concurrentLimit > 0 && concurrentUsed >= concurrentLimit) {
-      const wait = Math.min(1000, Math.min(...leases.values()) - now)
-      if (wait > retryAfter) {
-        deniedBy = 'concurrent'
-        retryAfter = wait
-      }
-    }
+    if (concurrentLimit > 0 && concurrentUsed >= concurrentLimit)
+      deny('concurrent', Math.min(1000, Math.min(...leases.values()) - now))
     if (deniedBy === '' && !dryRun) {
       const hash = hashOf(data, hashKey!)
       if (hash.day !== undefined && hash.day !== day) {
