@@ -9,17 +9,8 @@ import { monthlyBudgetNote } from '../plugins/cost'
 import { Exchange, priceFromUsdPerMillion, SettlementHub } from '../plugins/exchange'
 import { QuotaService } from '../plugins/quota'
 import { createStore, MemoryStore, type Store } from '../plugins/store'
-import { manualClock, storeReady, uniqueUser } from './support/quota'
+import { manualClock, noLimits, storeReady, uniqueUser } from './support/quota'
 import { requireRedis, testKeyPrefix } from './support/redis'
-
-const noLimits = {
-  requests_per_minute: null,
-  requests_per_hour: null,
-  requests_per_day: null,
-  tokens_per_day: null,
-  cost_per_day_usd: null,
-  concurrent: null,
-}
 
 describe('the budget month', () => {
   const budget = { userLimitNano: 10_000_000n, userSeedNano: 0n, keyLimitNano: 0n, keySeedNano: 0n }

@@ -9,17 +9,8 @@ import { createStore, MemoryStore, type Store } from '../plugins/store'
 import { type SimServer, startSimServer } from '../src/upstream/sim-server'
 import { type CostGateway, startCostGateway } from './support/cost'
 import { freshPostgresDatabase, type ThrowawayPostgres } from './support/db'
-import { chat, storeReady, uniqueUser } from './support/quota'
+import { chat, noLimits, storeReady, uniqueUser } from './support/quota'
 import { requireRedis, testKeyPrefix } from './support/redis'
-
-const noLimits = {
-  requests_per_minute: null,
-  requests_per_hour: null,
-  requests_per_day: null,
-  tokens_per_day: null,
-  cost_per_day_usd: null,
-  concurrent: null,
-}
 
 /** Output at $1,000 per 1M tokens and free input: `max_tokens: 2` reserves exactly $0.002. */
 const gatewayFile = (simUrl: string, extra: Record<string, unknown> = {}) => ({

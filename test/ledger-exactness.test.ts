@@ -17,6 +17,7 @@ import { type SimServer, startSimServer } from '../src/upstream/sim-server'
 import { SimulatorProvider } from '../src/upstream/simulator'
 import { type CostGateway, ledgerTotals, rollupMismatches, startCostGateway } from './support/cost'
 import { freshPostgresDatabase, type ThrowawayPostgres } from './support/db'
+import { noLimits } from './support/quota'
 
 /** USD per 1M tokens: input, output, cached input. Strings, so the oracle never sees a float. */
 const priceTable: Record<string, [string, string, string?]> = {
@@ -136,14 +137,7 @@ for (const kind of ['postgres', 'pglite'] as const) {
             'faulty-a': { provider: 'faulty', pricing: pricing('faulty-a') },
           },
           tiers: {
-            unlimited: {
-              requests_per_minute: null,
-              requests_per_hour: null,
-              requests_per_day: null,
-              tokens_per_day: null,
-              cost_per_day_usd: null,
-              concurrent: null,
-            },
+            unlimited: noLimits,
           },
           global: { concurrent: null },
         },

@@ -16,15 +16,7 @@ import { type CostGateway, ledgerTotals, rollupMismatches, startCostGateway } fr
 import { freshPostgresDatabase, type ThrowawayPostgres } from './support/db'
 import { adminKey } from './support/gateway'
 import { type PgProxy, pgProxy } from './support/pg-proxy'
-
-const unlimited = {
-  requests_per_minute: null,
-  requests_per_hour: null,
-  requests_per_day: null,
-  tokens_per_day: null,
-  cost_per_day_usd: null,
-  concurrent: null,
-}
+import { noLimits } from './support/quota'
 
 async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string) {
   const deadline = performance.now() + timeoutMs
@@ -52,7 +44,7 @@ describe('ledger while Postgres is down', () => {
         // Keys stay cached through the outage, as busy keys do in production.
         auth: { key_cache_ttl_ms: 600_000 },
         ledger: { retry_initial_ms: 20, retry_max_ms: 200 },
-        tiers: { unlimited },
+        tiers: { unlimited: noLimits },
         global: { concurrent: null },
       },
     })
@@ -163,7 +155,7 @@ describe('graceful shutdown under load', () => {
         models: { 'remote-1': { provider: 'upstream', pricing: { input: 3, output: 15 } } },
         // A long flush interval: whatever the shutdown does not flush is visibly missing.
         ledger: { flush_interval_ms: 60_000, batch_size: 10_000 },
-        tiers: { unlimited },
+        tiers: { unlimited: noLimits },
         global: { concurrent: null },
       },
     })
@@ -239,7 +231,7 @@ describe('SIGTERM under load (the process entry)', () => {
         providers: { upstream: { type: 'openai', base_url: sim.url } },
         models: { 'remote-1': { provider: 'upstream', pricing: { input: 3, output: 15 } } },
         ledger: { flush_interval_ms: 60_000, batch_size: 10_000 },
-        tiers: { unlimited },
+        tiers: { unlimited: noLimits },
         global: { concurrent: null },
       }),
     )

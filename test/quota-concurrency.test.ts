@@ -10,17 +10,8 @@ import { type SimServer, startSimServer } from '../src/upstream/sim-server'
 import { requirePostgres } from './support/db'
 import { eventually, type Gateway, startGateway } from './support/gateway'
 import { startGatewayProcess } from './support/process'
-import { chat, storeReady, uniqueUser } from './support/quota'
+import { chat, noLimits, storeReady, uniqueUser } from './support/quota'
 import { requireRedis, startRedisServer, testKeyPrefix, waitFor } from './support/redis'
-
-const noLimits = {
-  requests_per_minute: null,
-  requests_per_hour: null,
-  requests_per_day: null,
-  tokens_per_day: null,
-  cost_per_day_usd: null,
-  concurrent: null,
-}
 
 let sim: SimServer
 let gateway: Gateway

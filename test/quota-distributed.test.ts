@@ -11,19 +11,11 @@ import { createStore, type Store } from '../plugins/store'
 import { freshPostgresDatabase, requirePostgres } from './support/db'
 import { eventually, type Gateway, startGateway } from './support/gateway'
 import { type GatewayProcess, startGatewayProcess } from './support/process'
-import { burst, chat, countStatuses, storeReady, uniqueUser } from './support/quota'
+import { burst, chat, countStatuses, noLimits, storeReady, uniqueUser } from './support/quota'
 import { requireRedis, startRedisCluster, startRedisServer, testKeyPrefix } from './support/redis'
 
-const unlimited = {
-  requests_per_minute: null,
-  requests_per_hour: null,
-  requests_per_day: null,
-  tokens_per_day: null,
-  cost_per_day_usd: null,
-  concurrent: null,
-}
 const file = {
-  tiers: { tiny: { ...unlimited, requests_per_minute: 10 }, unlimited },
+  tiers: { tiny: { ...noLimits, requests_per_minute: 10 }, unlimited: noLimits },
   global: { concurrent: null, requests_per_hour: 25, cost_per_day_usd: null },
 }
 

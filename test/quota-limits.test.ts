@@ -16,17 +16,16 @@ import {
 } from '../plugins/exchange'
 import { type GlobalLimits, type QuotaService, quota, type TierLimits } from '../plugins/quota'
 import { createStore, MemoryStore, type Store } from '../plugins/store'
-import { type ManualClock, manualClock, nextMidnight, storeReady, uniqueUser } from './support/quota'
+import {
+  type ManualClock,
+  manualClock,
+  nextMidnight,
+  noLimits,
+  storeReady,
+  uniqueUser,
+} from './support/quota'
 import { requireRedis, testKeyPrefix } from './support/redis'
 
-const unlimited: TierLimits = {
-  requests_per_minute: null,
-  requests_per_hour: null,
-  requests_per_day: null,
-  tokens_per_day: null,
-  cost_per_day_usd: null,
-  concurrent: null,
-}
 const noGlobal: GlobalLimits = { concurrent: null, requests_per_hour: null, cost_per_day_usd: null }
 
 interface Setup {
@@ -81,7 +80,7 @@ for (const backend of ['memory', 'redis'] as const) {
       service = quota({
         store,
         hub,
-        tiers: { t: { ...unlimited, ...tier } },
+        tiers: { t: { ...noLimits, ...tier } },
         global: { ...noGlobal, ...global },
         routeWeights,
         leaseTtlMs,

@@ -3,6 +3,7 @@
  * it as ARGV instead of Redis TIME), unique user ids so runs never meet on the shared
  * Redis, keys created with their id, chat requests, and tallies of a burst's answers.
  */
+import type { TierLimits } from '../../plugins/quota'
 import { RedisStore, type Store } from '../../plugins/store'
 import { adminKey } from './gateway'
 
@@ -29,6 +30,16 @@ export function manualClock(start = clockStart): ManualClock {
 }
 
 export const dayMs = 86_400_000
+
+/** A tier with every limit off: the base a test spreads its one limit under test over. */
+export const noLimits: Readonly<TierLimits> = Object.freeze({
+  requests_per_minute: null,
+  requests_per_hour: null,
+  requests_per_day: null,
+  tokens_per_day: null,
+  cost_per_day_usd: null,
+  concurrent: null,
+})
 
 /** The next UTC midnight strictly after `ms`. */
 export function nextMidnight(ms: number): number {
