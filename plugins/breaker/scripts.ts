@@ -15,7 +15,25 @@ export type ScriptFields = Array<string | number>
 /** s: success, f: failure, r: a probe's release (no verdict), n: none (batched successes only). */
 export type Outcome = 's' | 'f' | 'r' | 'n'
 
-const num = (fields: Fields, field: string): number => Number(fields[field] ?? 0) || 0
+/** A numeric field of a target's hash; 0 when it is missing. */
+export const num = (fields: Fields, field: string): number => Number(fields[field] ?? 0) || 0
+
+/** Calls and failures of the ring's buckets that are still inside the window ending in `current`. */
+export function windowTotals(
+  fields: Fields,
+  current: number,
+  buckets: number,
+): { calls: number; failures: number } {
+  let calls = 0
+  let failures = 0
+  for (let i = 0; i < buckets; i++) {
+    if (num(fields, `t${i}`) > current - buckets) {
+      calls += num(fields, `c${i}`)
+      failures += num(fields, `f${i}`)
+    }
+  }
+  return { calls, failures }
+}
 
 function flatten(head: string | number, fields: Fields): ScriptFields {
   const flat: ScriptFields = [head]
@@ -94,14 +112,7 @@ export const recordScript = defineStoreScript<ScriptFields>({
     }
 
     if (state === 0 && outcome === 'f') {
-      let calls = 0
-      let failures = 0
-      for (let i = 0; i < buckets; i++) {
-        if (num(h, `t${i}`) > current - buckets) {
-          calls += num(h, `c${i}`)
-          failures += num(h, `f${i}`)
-        }
-      }
+      const { calls, failures } = windowTotals(h, current, buckets)
       if (
         (failureThreshold > 0 && failures >= failureThreshold) ||
         (failureRate > 0 && calls >= minimumCalls && failures >= failureRate * calls)

@@ -5,7 +5,7 @@
  */
 import type { BreakerPolicy } from './policy'
 import { WINDOW_BUCKETS } from './policy'
-import type { Fields } from './scripts'
+import { type Fields, num, windowTotals } from './scripts'
 
 export type BreakerState = 'closed' | 'open' | 'half_open'
 
@@ -36,8 +36,6 @@ export interface BreakerView {
   halfOpenSuccesses: number
 }
 
-const num = (fields: Fields, field: string): number => Number(fields[field] ?? 0) || 0
-
 export function stateOf(fields: Fields | undefined): BreakerState {
   return states[fields ? num(fields, 'state') : 0] ?? 'closed'
 }
@@ -45,14 +43,7 @@ export function stateOf(fields: Fields | undefined): BreakerState {
 export function viewOf(target: string, fields: Fields, policy: BreakerPolicy, now: number): BreakerView {
   const state = stateOf(fields)
   const current = Math.floor(now / (policy.windowMs / WINDOW_BUCKETS))
-  let calls = 0
-  let failures = 0
-  for (let i = 0; i < WINDOW_BUCKETS; i++) {
-    if (num(fields, `t${i}`) > current - WINDOW_BUCKETS) {
-      calls += num(fields, `c${i}`)
-      failures += num(fields, `f${i}`)
-    }
-  }
+  const { calls, failures } = windowTotals(fields, current, WINDOW_BUCKETS)
   const probes = num(fields, 'probes')
   const probeUntil = num(fields, 'probe_until')
   const slotsFull = state === 'half_open' && probes >= policy.halfOpenMaxProbes && probeUntil > now
