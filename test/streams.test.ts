@@ -7,6 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import OpenAI from 'openai'
+import type { StreamEntry } from '../plugins/streams'
 import { type SimServer, startSimServer } from '../src/upstream/sim-server'
 import { adminKey, eventually, type Gateway, startGateway } from './support/gateway'
 
@@ -19,16 +20,6 @@ const stall = (ms: number, times = 1) => sim.addFaults([{ stall_after_chunks: { 
 
 const admin = (path: string, method = 'GET') =>
   fetch(`${gateway.url}/admin${path}`, { method, headers: { authorization: `Bearer ${adminKey}` } })
-
-interface StreamEntry {
-  id: string
-  key_id: string | null
-  user_id: string | null
-  model: string | null
-  started_at: string
-  tokens: number
-  bytes: number
-}
 
 const listStreams = async () => ((await (await admin('/streams')).json()) as { data: StreamEntry[] }).data
 
