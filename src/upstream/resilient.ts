@@ -46,8 +46,6 @@ export interface ResilienceOptions {
 export interface CallOptions<S> {
   /** Tied to the client: its abort cancels every attempt and is never counted as a failure. */
   signal: AbortSignal
-  /** Sent upstream on every attempt, over the Exchange's `upstreamHeaders` (request id, traceparent). */
-  headers?: Record<string, string>
   /** The cache's answer past its TTL, asked only when every target failed; null when it has none. */
   stale?: (exchange: Exchange) => Promise<S | null>
   /** The requested model as the route resolved it already, so it is not looked up again. */
@@ -68,6 +66,18 @@ export interface OpenedStream {
 }
 
 type PhaseAttributes = Record<string, string | number>
+
+/** One target of a chain, with all a walk needs of it that is fixed at startup. */
+interface Target extends ResolvedModel {
+  /** Its breaker (`breakerTarget`). */
+  target: string
+  retry: ModelResilience['retry']
+  /** The limits of a JSON call and of a stream (see `phasesOf`). */
+  jsonTimeouts: TimeoutLimits
+  streamTimeouts: TimeoutLimits
+  /** The chain's whole-call limit when this target is the requested model. */
+  totalMs: number
+}
 
 interface Walk {
   exchange: Exchange
@@ -173,15 +183,29 @@ function classifier(target: string, signal: AbortSignal) {
 }
 
 export class Resilience {
-  private readonly chains = new Map<string, ResolvedModel[]>()
+  private readonly chains = new Map<string, Target[]>()
 
   constructor(private readonly options: ResilienceOptions) {
+    const targets = new Map<string, Target>()
+    for (const model of options.router.list()) {
+      const route = options.router.resolve(model.name)
+      const { retry, timeouts } = this.settingsOf(model)
+      targets.set(model.name, {
+        ...route,
+        target: breakerTarget(model),
+        retry,
+        jsonTimeouts: phasesOf(route.provider, timeouts, false),
+        streamTimeouts: phasesOf(route.provider, timeouts, true),
+        totalMs: timeouts.totalMs,
+      })
+    }
     for (const model of options.router.list()) {
       const chain = [...new Set([model.name, ...model.fallbacks])].map((name) => {
-        const route = options.router.resolve(name)
-        if (route.model.kind !== model.kind)
+        // resolve() throws the error that names an unknown fallback.
+        const target = targets.get(options.router.resolve(name).model.name)!
+        if (target.model.kind !== model.kind)
           throw new Error(`model ${model.name}: fallback ${name} is not a ${model.kind} model`)
-        return route
+        return target
       })
       this.chains.set(model.name, chain)
     }
@@ -248,19 +272,18 @@ export class Resilience {
     const { breakers } = this.options
     const primary = (call.resolved ?? this.options.router.resolve(requested, kind)).model
     const chain = this.chains.get(primary.name)!
-    const totalMs = this.settingsOf(primary).timeouts.totalMs
+    const totalMs = chain[0]!.totalMs
     const deadline = totalMs > 0 ? breakers.now() + totalMs : Number.POSITIVE_INFINITY
-    const headers = { ...exchange.upstreamHeaders, ...call.headers }
+    const headers = exchange.upstreamHeaders
     // Each step's latest attempt: when it started and what tracing records of it.
     const latest: Array<{ start: number; attributes: PhaseAttributes }> = []
-    const steps = chain.map(({ model, provider }, step): ChainStep<T> => {
-      const target = breakerTarget(model)
-      const { retry, timeouts } = this.settingsOf(model)
+    const steps = chain.map((entry, step): ChainStep<T> => {
+      const { model, provider, target, retry } = entry
       const classify = classifier(target, call.signal)
       return {
         target,
         retry,
-        timeouts: phasesOf(provider, timeouts, streaming),
+        timeouts: streaming ? entry.streamTimeouts : entry.jsonTimeouts,
         classify,
         async attempt(timer, number) {
           const current = {
