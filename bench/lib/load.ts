@@ -86,14 +86,19 @@ interface Outcome {
 
 const REQUEST_TIMEOUT_MS = 15_000
 
+/** Request `i` of the target, given up after `timeoutMs`. */
+export function post(target: Target, i: number, timeoutMs: number): Promise<Response> {
+  return fetch(target.url, {
+    method: 'POST',
+    headers: target.headers,
+    body: typeof target.body === 'string' ? target.body : target.body(i),
+    signal: AbortSignal.timeout(timeoutMs),
+  })
+}
+
 async function send(target: Target, i: number): Promise<Outcome> {
   try {
-    const response = await fetch(target.url, {
-      method: 'POST',
-      headers: target.headers,
-      body: typeof target.body === 'string' ? target.body : target.body(i),
-      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-    })
+    const response = await post(target, i, REQUEST_TIMEOUT_MS)
     // The whole body is read: a gateway is done when the last byte arrived, not the headers.
     await response.arrayBuffer()
     return response.status === 200 ? { ok: true } : { ok: false, failure: `HTTP ${response.status}` }

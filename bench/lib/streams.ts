@@ -7,7 +7,7 @@
  * Tokens are counted by their `"content":"` marker rather than by parsing each frame, so the
  * client spends as little CPU as possible on the two cores it shares with what it measures.
  */
-import { failureName, type Latency, summarize, type Target } from './load'
+import { failureName, type Latency, post, summarize, type Target } from './load'
 
 export interface StreamRun {
   target: string
@@ -58,12 +58,7 @@ async function readStream(
 ): Promise<One> {
   const one: One = { ok: false, ttft: 0, tokens: 0, rate: 0, maxGap: 0 }
   try {
-    const response = await fetch(target.url, {
-      method: 'POST',
-      headers: target.headers,
-      body: typeof target.body === 'string' ? target.body : target.body(i),
-      signal: AbortSignal.timeout(timeoutMs),
-    })
+    const response = await post(target, i, timeoutMs)
     if (response.status !== 200 || !response.body) {
       await response.arrayBuffer()
       return { ...one, failure: `HTTP ${response.status}` }
