@@ -36,6 +36,7 @@ import {
 import { type Gateway, startGateway } from '../test/support/gateway'
 import { type Latency, openLoop, type RunResult, summarize } from './lib/load'
 import { delta, ms, startRecording, table } from './lib/report'
+import { noLimits } from './lib/setup'
 
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const roundS = Number(process.env.BENCH_SECONDS ?? 2)
@@ -43,14 +44,6 @@ const rounds = Number(process.env.BENCH_ROUNDS ?? 7)
 const rate = 1000
 const prefix = `bench:quota:${process.pid}:`
 
-const unlimited: TierLimits = {
-  requests_per_minute: null,
-  requests_per_hour: null,
-  requests_per_day: null,
-  tokens_per_day: null,
-  cost_per_day_usd: null,
-  concurrent: null,
-}
 /** Every limit present, none reachable: the scripts do all their work and always admit. */
 const everything: TierLimits = {
   requests_per_minute: 10_000_000,
@@ -315,13 +308,13 @@ const scenarios = [
   await scenario(
     'unlimited',
     createStore({ url: redisUrl, keyPrefix: `${prefix}unlimited:` }),
-    unlimited,
+    noLimits,
     noGlobal,
   ),
   await scenario(
     'baseline',
     new QuotaBypassStore(new RedisStore({ url: redisUrl, keyPrefix: `${prefix}baseline:` })),
-    unlimited,
+    noLimits,
     noGlobal,
   ),
 ]

@@ -3,6 +3,7 @@
  * off through real config), the request they send, and a `Stack` of simulator + throwaway
  * Postgres database + gateway + enterprise key, torn down in reverse.
  */
+import type { TierLimits } from '../../plugins/quota'
 import type { Target } from './load'
 import {
   type Child,
@@ -28,6 +29,16 @@ export const highLimits = {
   tokens_per_day: 1_000_000_000_000,
   cost_per_day_usd: 1_000_000_000,
   concurrent: 1_000_000,
+}
+
+/** A tier with no limit at all (every field null): admission still runs, nothing is counted against a cap. */
+export const noLimits: TierLimits = {
+  requests_per_minute: null,
+  requests_per_hour: null,
+  requests_per_day: null,
+  tokens_per_day: null,
+  cost_per_day_usd: null,
+  concurrent: null,
 }
 
 /** A plugin on the request path with an `enabled` setting of its own. */
