@@ -25,6 +25,8 @@ import { createRuntime } from '../src/runtime'
 import { summarize } from './lib/load'
 import { ADMIN_KEY, createDatabase } from './lib/procs'
 import { startRecording, table } from './lib/report'
+import { noLimits } from './lib/setup'
+import { tcpProxy } from './lib/tcp-proxy'
 
 const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback)
 const events = env('BENCH_EVENTS', 200_000)
@@ -114,82 +116,6 @@ async function throughput(batchSize: number) {
   })
 }
 
-/** Writes to a socket in order, keeping what the kernel buffer did not take until `drain`. */
-function sender() {
-  const pending: Uint8Array[] = []
-  const flush = (socket: Bun.Socket<unknown>) => {
-    while (pending.length > 0) {
-      const chunk = pending[0]!
-      const written = socket.write(chunk)
-      if (written < chunk.byteLength) {
-        pending[0] = chunk.subarray(Math.max(0, written))
-        return
-      }
-      pending.shift()
-    }
-  }
-  return {
-    send(socket: Bun.Socket<unknown>, chunk: Uint8Array) {
-      pending.push(chunk)
-      flush(socket)
-    },
-    drain: flush,
-  }
-}
-
-/** A TCP proxy to Postgres that holds every client-to-server chunk for `delay.ms`. */
-function delayingProxy(target: string, delay: { ms: number }) {
-  const upstream = new URL(target)
-  type Ends = {
-    server: Bun.Socket<undefined> | null
-    early: Uint8Array[]
-    up: ReturnType<typeof sender>
-    down: ReturnType<typeof sender>
-    releaseAt: number
-  }
-  const listener = Bun.listen<Ends>({
-    hostname: '127.0.0.1',
-    port: 0,
-    socket: {
-      open(client) {
-        const ends: Ends = { server: null, early: [], up: sender(), down: sender(), releaseAt: 0 }
-        client.data = ends
-        void Bun.connect({
-          hostname: upstream.hostname,
-          port: Number(upstream.port || 5432),
-          socket: {
-            open(server) {
-              ends.server = server
-              for (const chunk of ends.early) ends.up.send(server, chunk)
-            },
-            data: (_server, chunk) => ends.down.send(client, new Uint8Array(chunk)),
-            drain: (server) => ends.up.drain(server),
-            close: () => void client.end(),
-          },
-        })
-      },
-      data(client, chunk) {
-        const copy = new Uint8Array(chunk)
-        const forward = () => {
-          if (client.data.server) client.data.up.send(client.data.server, copy)
-          else client.data.early.push(copy)
-        }
-        // Never earlier than a chunk sent before it, even when the delay just went down.
-        const at = Math.max(performance.now() + delay.ms, client.data.releaseAt)
-        client.data.releaseAt = at
-        if (at > performance.now()) setTimeout(forward, at - performance.now())
-        else forward()
-      },
-      drain: (client) => client.data.down.drain(client),
-      close: (client) => void client.data.server?.end(),
-    },
-  })
-  const url = new URL(target)
-  url.hostname = '127.0.0.1'
-  url.port = String(listener.port)
-  return { url: url.toString(), stop: () => listener.stop(true) }
-}
-
 async function openLoop(base: string, key: string, label: string) {
   const total = Math.round(rate * seconds)
   const latencies: number[] = []
@@ -217,9 +143,7 @@ async function openLoop(base: string, key: string, label: string) {
 
 async function isolation() {
   return withDatabase(async (url) => {
-    const delay = { ms: 0 }
-    const proxy = delayingProxy(url, delay)
-    const unlimited = { requests_per_minute: null, requests_per_hour: null, requests_per_day: null }
+    const proxy = tcpProxy(url)
     const config = buildConfig(
       {
         DATABASE_URL: proxy.url,
@@ -228,7 +152,7 @@ async function isolation() {
       },
       {
         auth: { key_cache_ttl_ms: 600_000 },
-        tiers: { bench: { ...unlimited, tokens_per_day: null, cost_per_day_usd: null, concurrent: null } },
+        tiers: { bench: noLimits },
         global: { concurrent: null },
       },
     )
@@ -239,7 +163,7 @@ async function isolation() {
     await openLoop(base, key, 'warm-up')
     const runs = []
     for (const ms of [0, 200, 0, 200]) {
-      delay.ms = ms
+      proxy.delayMs = ms
       const before = app.decorator.ledger.stats()
       const result = await openLoop(base, key, `delay-${ms}-${runs.length}`)
       const after = app.decorator.ledger.stats()
@@ -252,7 +176,7 @@ async function isolation() {
         ),
       })
     }
-    delay.ms = 0
+    proxy.delayMs = 0
     await app.server!.stop(true)
     await app.decorator.ledger.close()
     await runtime.close()

@@ -11,13 +11,13 @@
  */
 
 import postgres from 'postgres'
-import { tcpProxy } from '../test/support/cost'
 import { startRedisServer } from '../test/support/redis'
 import { createDatabase, type Gateway, startGateway, startSim } from './lib/procs'
 import { machineLine, startRecording, table } from './lib/report'
 import { highLimits } from './lib/setup'
 import { type Check, type Decider, ledgerCheck, quotaCheck, slopeMiBPerMin } from './lib/soak-checks'
 import { DEADLINE_MS, type Kind, kindOf, MODEL, type Sent, send } from './lib/soak-client'
+import { tcpProxy } from './lib/tcp-proxy'
 
 const seconds = Number(process.env.SOAK_SECONDS ?? 600)
 const RATE = 120
