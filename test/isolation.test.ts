@@ -10,7 +10,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { type SimServer, startSimServer } from '../src/upstream/sim-server'
-import { adminKey, eventually, type Gateway, startGateway } from './support/gateway'
+import { adminKey, eventually, type Gateway, sseReader, startGateway } from './support/gateway'
 
 const run = crypto.randomUUID().slice(0, 8)
 /** Unique per run: the shared Postgres keeps every run's ledger rows. */
@@ -204,22 +204,10 @@ describe('streams', () => {
       messages: [{ role: 'user', content: `a stream for ${user}` }],
     })
     expect(response.status).toBe(200)
-    const reader = response.body!.getReader()
-    const decoder = new TextDecoder()
-    const stream = {
-      id: response.headers.get('x-request-id')!,
-      text: '',
+    const stream = sseReader(response)
+    return Object.assign(stream, {
       frames: () => stream.text.split('\n\n').filter((frame) => frame.startsWith('data: ')),
-      async readUntil(predicate: () => boolean) {
-        for (;;) {
-          if (predicate()) return
-          const { done, value } = await reader.read()
-          if (done) return
-          stream.text += decoder.decode(value, { stream: true })
-        }
-      },
-    }
-    return stream
+    })
   }
   const listed = async () =>
     ((await (await admin('/streams')).json()) as { data: { id: string; user_id: string }[] }).data

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import OpenAI from 'openai'
 import type { StreamEntry } from '../plugins/streams'
 import { type SimServer, startSimServer } from '../src/upstream/sim-server'
-import { adminKey, eventually, type Gateway, startGateway } from './support/gateway'
+import { adminKey, eventually, type Gateway, sseReader, startGateway } from './support/gateway'
 
 let sim: SimServer
 let gateway: Gateway
@@ -36,25 +36,7 @@ async function openStream(key: string, content = 'tell me a long story') {
     }),
   })
   expect(response.status).toBe(200)
-  const reader = response.body!.getReader()
-  const decoder = new TextDecoder()
-  const stream = {
-    id: response.headers.get('x-request-id')!,
-    text: '',
-    ended: false,
-    /** Reads until `predicate` holds on the text so far, or the stream ends. */
-    async readUntil(predicate: (text: string) => boolean) {
-      while (!stream.ended && !predicate(stream.text)) {
-        const { done, value } = await reader.read()
-        if (done) stream.ended = true
-        else stream.text += decoder.decode(value, { stream: true })
-      }
-      return stream.text
-    },
-    readToEnd: () => stream.readUntil(() => false),
-    cancel: () => reader.cancel(),
-  }
-  return stream
+  return sseReader(response)
 }
 
 const dataFrames = (text: string) =>

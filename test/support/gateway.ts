@@ -129,3 +129,38 @@ export async function eventually(predicate: () => boolean, timeoutMs = 2000): Pr
     await Bun.sleep(5)
   }
 }
+
+/** A streaming response's SSE text, read as it arrives and only as far as a test asks. */
+export interface SseReader {
+  /** The response's `x-request-id`. */
+  id: string
+  /** Everything read so far. */
+  text: string
+  /** Whether the body has ended. */
+  ended: boolean
+  /** Reads until `predicate` holds on the text so far, or the stream ends; returns the text. */
+  readUntil(predicate: (text: string) => boolean): Promise<string>
+  readToEnd(): Promise<string>
+  cancel(): Promise<void>
+}
+
+export function sseReader(response: Response): SseReader {
+  const reader = response.body!.getReader()
+  const decoder = new TextDecoder()
+  const stream: SseReader = {
+    id: response.headers.get('x-request-id')!,
+    text: '',
+    ended: false,
+    async readUntil(predicate) {
+      while (!stream.ended && !predicate(stream.text)) {
+        const { done, value } = await reader.read()
+        if (done) stream.ended = true
+        else stream.text += decoder.decode(value, { stream: true })
+      }
+      return stream.text
+    },
+    readToEnd: () => stream.readUntil(() => false),
+    cancel: () => reader.cancel(),
+  }
+  return stream
+}
