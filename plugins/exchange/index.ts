@@ -67,7 +67,7 @@ export interface ExchangeOptions {
    * gets a generic 500; the client never sees their message.
    * @default console.error
    */
-  onUnexpectedError?: (error: unknown, exchange: Exchange | undefined) => void
+  onUnexpectedError?: (error: unknown) => void
 }
 
 const requestIdPattern = /^[A-Za-z0-9._:-]{8,128}$/
@@ -160,7 +160,7 @@ export function exchange({
           path,
           requestId,
         )
-      onUnexpectedError(error, undefined)
+      onUnexpectedError(error)
       return errorResponse(
         new ApiError({ status: 500, message: 'Internal error.', code: 'internal_error' }),
         path,
