@@ -10,7 +10,7 @@ import { eventRow } from './events'
 import { CostReports } from './reports'
 import { type LedgerSink, postgresSink } from './sink'
 import { Spill } from './spill'
-import { LedgerWriter, type OverflowPolicy, type WriterStats } from './writer'
+import { LedgerWriter, type WriterOptions, type WriterStats } from './writer'
 
 /** Where the ledger reports what an operator must know; `src/log` fits it. */
 export interface LedgerLog {
@@ -19,25 +19,26 @@ export interface LedgerLog {
   error(msg: string, fields?: Record<string, unknown>): void
 }
 
-export interface LedgerSettings {
-  flushIntervalMs: number
-  batchSize: number
-  maxBacklog: number
-  overflow: OverflowPolicy
-  retryInitialMs: number
-  retryMaxMs: number
-  shutdownTimeoutMs: number
+/** The writer's own settings pass through unchanged; the ledger adds its spill and budgets. */
+export interface LedgerInit
+  extends Pick<
+    WriterOptions,
+    | 'flushIntervalMs'
+    | 'batchSize'
+    | 'maxBacklog'
+    | 'overflow'
+    | 'retryInitialMs'
+    | 'retryMaxMs'
+    | 'shutdownTimeoutMs'
+    | 'onFlush'
+  > {
   spillDir: string | null
   budgetRefreshMs: number
-}
-
-export interface LedgerInit extends LedgerSettings {
   db: Db
   log: LedgerLog
   now: () => number
   /** Wraps the database writer (benchmarks slow it down, tests make it fail). */
   wrapSink: (sink: LedgerSink) => LedgerSink
-  onFlush: (flush: { events: number; inserted: number; ms: number }) => void
 }
 
 export interface LedgerStats extends WriterStats {
@@ -78,7 +79,6 @@ export class Ledger {
     this.writer = new LedgerWriter({
       ...init,
       write: this.sink,
-      onFlush: init.onFlush,
       onFlushError: (error, { attempt, backlog }) => {
         // Every failure is counted; the log says so on the first and then sparsely.
         if (attempt === 1 || attempt % 10 === 0)
