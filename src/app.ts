@@ -61,6 +61,7 @@ export function createApp(
       .map((model) => [model.name, model.pricing ? priceFromUsdPerMillion(model.pricing) : freePrice]),
   )
   const priceOf = (model: ModelConfig) => prices.get(model.name) ?? freePrice
+  const now = runtime.clock ?? Date.now
   const spine = exchange({
     hub: settlements,
     bodyLimitBytes: config.server.bodyLimitBytes,
@@ -70,23 +71,18 @@ export function createApp(
       log.error('unhandled error', { error: String(error), stack: (error as Error).stack }),
   })
   // Before the other plugins, so they can report through `metrics`; used right after the spine.
+  const { logRequests, ...observing } = config.observability
   const telemetry = observability({
+    ...observing,
     hub: settlements,
     version: pkg.version,
-    log: config.observability.logRequests ? log : null,
-    logBodies: config.observability.logBodies,
-    quietPaths: config.observability.quietPaths,
+    log: logRequests ? log : null,
     models: Object.keys(config.models),
     tiers: Object.keys(config.tiers),
-    metricsToken: config.observability.metricsToken,
-    processMetrics: config.observability.processMetrics,
-    dailyCostAlertUsd: config.observability.dailyCostAlertUsd,
-    dependencyTimeoutMs: config.observability.dependencyTimeoutMs,
     dependencies: [
       { name: 'database', ping: () => database.ping() },
       ...(runtime.store.kind === 'redis' ? [{ name: 'redis', ping: () => runtime.store.ping() }] : []),
     ],
-    otlp: config.observability.otlp,
     onError: (error) => log.error('observability error', { error: String(error) }),
   })
   const metrics = telemetry.decorator.metrics
@@ -127,7 +123,7 @@ export function createApp(
     store: runtime.store,
     hub: settlements,
     ...config.cache,
-    now: runtime.clock ?? Date.now,
+    now,
     onError: (error) => log.error('cache error', { error: String(error) }),
   })
   const answers = caching.decorator.cache
@@ -136,7 +132,7 @@ export function createApp(
     hub: settlements,
     ...config.ledger,
     log,
-    now: runtime.clock ?? Date.now,
+    now,
     onFlush: metrics.ledgerFlush,
   })
   const ledger = costs.decorator.ledger
@@ -146,7 +142,7 @@ export function createApp(
     policy: config.breaker.policy,
     targets: config.breaker.targets,
     syncIntervalMs: config.breaker.syncIntervalMs,
-    now: runtime.clock ?? Date.now,
+    now,
     onEvent: (event) => {
       metrics.breakerEvent(event)
       if (event.type === 'transition') log.warn('breaker transition', { ...event })
@@ -160,7 +156,7 @@ export function createApp(
     priceOf,
     staleCache: config.breaker.staleCache,
   })
-  const streaming = streams({ heartbeatMs: config.streams.heartbeatMs, now: runtime.clock ?? Date.now })
+  const streaming = streams({ heartbeatMs: config.streams.heartbeatMs, now })
   const activeStreams = streaming.decorator.streams
   // Plugins that keep running totals are read at each scrape.
   metrics.readCache(() => answers.stats())
@@ -205,11 +201,12 @@ export function createApp(
           }),
         )
         .guard({ admin: true }, (guarded) =>
-          guarded.use(costAdmin({ ledger, now: runtime.clock ?? Date.now })),
-        )
-        .guard({ admin: true }, (guarded) => guarded.use(cacheAdmin(answers)))
-        .guard({ admin: true }, (guarded) => guarded.use(breakerAdmin(circuits)))
-        .guard({ admin: true }, (guarded) => guarded.use(streamsAdmin(activeStreams))),
+          guarded
+            .use(costAdmin({ ledger, now }))
+            .use(cacheAdmin(answers))
+            .use(breakerAdmin(circuits))
+            .use(streamsAdmin(activeStreams)),
+        ),
     )
 }
 
