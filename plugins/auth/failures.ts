@@ -96,6 +96,8 @@ export function throttled(waitMs: number): ApiError {
 
 export class AuthFailures {
   private readonly windows = new Map<string, Window>()
+  /** When the newest window started: once it is over, so is every other. */
+  private latestStart = Number.NEGATIVE_INFINITY
   private readonly perMinute: number | null
   private readonly trustedProxyHops: number
   private readonly maxAddresses: number
@@ -130,6 +132,15 @@ export class AuthFailures {
     return peer ? addressKey(peer) : null
   }
 
+  /**
+   * Whether any address has guesses counted in a window still running, so that a request's
+   * address matters before it fails: otherwise `blockedFor` is 0 for every address, and
+   * finding one (the peer lookup, the /64 grouping: microseconds) can wait for a failure.
+   */
+  get counting(): boolean {
+    return this.perMinute !== null && this.now() < this.latestStart + windowMs
+  }
+
   /** Milliseconds until the address may authenticate again; 0 when it may now. */
   blockedFor(address: string | null): number {
     if (address === null || this.perMinute === null) return 0
@@ -159,6 +170,7 @@ export class AuthFailures {
       if (oldest !== undefined) this.windows.delete(oldest)
     }
     this.windows.set(address, { startedAt: now, failures: 1 })
+    this.latestStart = now
   }
 
   /** Addresses currently tracked (for tests of the bound). */

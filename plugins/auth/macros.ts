@@ -51,8 +51,10 @@ export function auth({ keys, adminApiKey = null, failures = new AuthFailures() }
    * key, a negative cache entry) and the same failure. While the address is throttled,
    * only keys this instance verified recently pass: guesses are not checked at all.
    */
-  async function principalFor(request: Request, address: string | null): Promise<Principal> {
+  async function principalFor({ request, server }: AuthContext): Promise<Principal> {
     const token = bearerToken(request)
+    // The address is looked up only when it can matter: some address is being counted, or a guess fails.
+    const address = failures.counting ? failures.addressOf(request, server) : null
     const wait = failures.blockedFor(address)
     if (wait > 0) {
       const cached = token === null ? null : await keys.authenticateCached(token)
@@ -66,7 +68,7 @@ export function auth({ keys, adminApiKey = null, failures = new AuthFailures() }
     }
     const principal = await keys.authenticate(token)
     if (principal === null) {
-      failures.fail('invalid_key', address)
+      failures.fail('invalid_key', address ?? failures.addressOf(request, server))
       throw invalidApiKey()
     }
     return principal
@@ -78,8 +80,7 @@ export function auth({ keys, adminApiKey = null, failures = new AuthFailures() }
    * was wrong with its body (400). `resolve` would run after validation.
    */
   async function authenticateApiKey(context: AuthContext) {
-    const address = failures.addressOf(context.request, context.server)
-    const principal = await principalFor(context.request, address)
+    const principal = await principalFor(context)
     principals.set(context.request, principal)
     // The exchange plugin derives the Exchange earlier in the same stage; later plugins
     // (quota, ledger) read the principal from it.
