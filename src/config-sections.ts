@@ -9,6 +9,7 @@ import {
   defaultRetryPolicy,
   defaultTimeouts,
 } from '../plugins/breaker'
+import { defaultQuietPaths } from '../plugins/observability'
 import type { CacheRuleConfig, Config, Env, ModelConfig, ModelResilience } from './config'
 import { ConfigError } from './config-error'
 import type { CacheRuleFile, ConfigFile, ResilienceFile } from './config-schema'
@@ -159,7 +160,7 @@ export function resolveObservability(file: ConfigFile, env: Env): Config['observ
     dependencyTimeoutMs: metrics.dependency_timeout_ms ?? 1000,
     logRequests: logs.requests ?? true,
     logBodies: logs.request_bodies ?? false,
-    quietPaths: logs.quiet_paths ?? ['/metrics', '/health/live', '/health/ready', '/health/startup'],
+    quietPaths: logs.quiet_paths ?? defaultQuietPaths,
     otlp: url
       ? {
           url,

@@ -100,7 +100,8 @@ export interface ObservabilityOptions {
   onError?: (error: unknown) => void
 }
 
-const defaultQuietPaths = ['/metrics', '/health/live', '/health/ready', '/health/startup']
+/** Probes and scrapes: logged at debug, never traced. */
+export const defaultQuietPaths = ['/metrics', '/health/live', '/health/ready', '/health/startup']
 
 const sha256 = (text: string) => createHash('sha256').update(text).digest()
 
