@@ -7,7 +7,7 @@
  * a dead socket): `local` runs the same scripts on an in-process store, `open` admits,
  * `closed` denies. Enforcement returns to Redis by itself as soon as the store is available.
  */
-import { ApiError, costOf, type Exchange } from '../exchange'
+import { ApiError, costOf, type Exchange, type Principal } from '../exchange'
 import { MemoryStore, type ScriptArg, type Store, type StoreScript } from '../store'
 import { denial, deniedLimitName, windowStates } from './denial'
 import { rateLimitHeaders, type WindowState } from './headers'
@@ -81,6 +81,12 @@ export class QuotaService {
   private readonly local: MemoryStore
   /** The global scope's limits, its script arguments included: the same for every request. */
   private readonly global: ScopeLimits
+  /**
+   * Each principal's user-scope limits, built on its first request. The auth plugin's key
+   * cache hands out one Principal object per key until it reloads the key (a new object),
+   * so a changed tier or override is never served from here.
+   */
+  private readonly userScopes = new WeakMap<Principal, ScopeLimits>()
   private fallbackActive = false
 
   constructor(private readonly options: QuotaServiceOptions) {
@@ -139,8 +145,17 @@ export class QuotaService {
     ]
   }
 
+  private userScope(principal: Principal): ScopeLimits {
+    let limits = this.userScopes.get(principal)
+    if (!limits) {
+      limits = userLimits(principal, this.options.tiers)
+      this.userScopes.set(principal, limits)
+    }
+    return limits
+  }
+
   private scopesFor(exchange: Exchange): ScopeLimits[] {
-    return [userLimits(exchange.principal!, this.options.tiers), this.global]
+    return [this.userScope(exchange.principal!), this.global]
   }
 
   /** Reserves for a model request, or throws the 429 that names the limit that denied. */
@@ -303,7 +318,7 @@ export class QuotaService {
 
   /** The caller's windows, budgets and leases, without reserving anything. */
   async usage(principal: Exchange['principal'] & object, budget?: MonthlyBudget): Promise<ScopeUsage> {
-    const limits = userLimits(principal, this.options.tiers)
+    const limits = this.userScope(principal)
     const backend = this.chooseBackend() === 'store' ? 'store' : 'local'
     const month = budget ? monthAdmitArgs(principal.keyId, budget, 0n) : []
     const args = this.admitArgs(limits, { leaseId: '', weight: 0, tokens: 0, costNano: 0n }, true, month)
@@ -320,7 +335,7 @@ export class QuotaService {
 
   /** Clears a user's windows, budgets and leases; returns what existed. */
   async reset(principal: Exchange['principal'] & object): Promise<string[]> {
-    const limits = userLimits(principal, this.options.tiers)
+    const limits = this.userScope(principal)
     const keys = limits.keys
     const cleared: string[] = []
     for (const store of [this.options.store, this.local]) {
