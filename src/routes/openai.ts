@@ -137,10 +137,11 @@ export function openAIRoutes({
             const answer = await resilience.chat(exchange, upstreamRequest, call)
             Object.assign(set.headers, answer.headers)
             if (answer.stale) return answerFromCache(exchange, answer.value, includeUsage, set.headers)
-            const completion = answer.value
-            recordUsage(exchange, completion.usage)
-            exchange.finishReasons = completion.choices.map((choice) => choice.finish_reason ?? 'unknown')
-            const reply = { ...completion, model: body.model }
+            const reply = answer.value
+            recordUsage(exchange, reply.usage)
+            exchange.finishReasons = reply.choices.map((choice) => choice.finish_reason ?? 'unknown')
+            // The answer is this request's own object (as the relay does with chunks): renamed, not copied.
+            reply.model = body.model
             cache.responses.record(exchange, reply)
             exchange.settle({ outcome: 'ok', status: 200 })
             return reply
