@@ -18,13 +18,6 @@ import { RequestTracer } from './tracing'
 
 export { GatewayMetrics } from './metrics'
 export type { RequestLogger } from './request-log'
-export type {
-  BreakerEventLike,
-  CacheTotals,
-  DependencyProbe,
-  LedgerTotals,
-  QuotaDecisionLike,
-} from './sources'
 
 export interface ObservabilityOptions {
   /** The settlement hub: model metrics are taken in its `metrics` phase, the span ends in `trace`. */

@@ -9,7 +9,7 @@ import { Elysia } from 'elysia'
 import { StreamRegistry } from './registry'
 
 export { streamsAdmin } from './admin'
-export type { CancelReason, OpenStream, StreamEntry, StreamHandle } from './registry'
+export type { StreamEntry } from './registry'
 export { StreamRegistry } from './registry'
 
 export interface StreamsOptions {

@@ -110,10 +110,6 @@ export class StreamRegistry {
     return true
   }
 
-  get size(): number {
-    return this.active.size
-  }
-
   private forget(id: string): void {
     this.active.delete(id)
     if (this.active.size === 0 && this.ticker !== undefined) {
