@@ -7,24 +7,14 @@
  * answered request.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import postgres from 'postgres'
 import { type SimServer, startSimServer } from '../src/upstream/sim-server'
 import { type CostGateway, ledgerTotals, rollupMismatches, startCostGateway } from './support/cost'
 import { freshPostgresDatabase, type ThrowawayPostgres } from './support/db'
-import { adminKey } from './support/gateway'
 import { type PgProxy, pgProxy } from './support/pg-proxy'
+import { startGatewayProcess } from './support/process'
 import { noLimits } from './support/quota'
-
-async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string) {
-  const deadline = performance.now() + timeoutMs
-  while (!(await check())) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await Bun.sleep(20)
-  }
-}
+import { waitFor } from './support/redis'
 
 describe('ledger while Postgres is down', () => {
   let database: ThrowawayPostgres
@@ -223,49 +213,20 @@ describe('SIGTERM under load (the process entry)', () => {
   })
 
   test('src/main.ts drains, flushes the ledger and exits 0 with every answered request recorded', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'tollgate-sigterm-'))
-    const configPath = join(dir, 'config.json')
-    await Bun.write(
-      configPath,
-      JSON.stringify({
+    const gateway = await startGatewayProcess({
+      env: { DATABASE_URL: database.url },
+      file: {
         providers: { upstream: { type: 'openai', base_url: sim.url } },
         models: { 'remote-1': { provider: 'upstream', pricing: { input: 3, output: 15 } } },
         ledger: { flush_interval_ms: 60_000, batch_size: 10_000 },
         tiers: { unlimited: noLimits },
         global: { concurrent: null },
-      }),
-    )
-    const probe = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
-    const port = probe.port
-    probe.stop(true)
-    const proc = Bun.spawn(['bun', 'run', join(import.meta.dir, '..', 'src', 'main.ts')], {
-      env: {
-        PATH: process.env.PATH ?? '',
-        HOME: process.env.HOME ?? dir,
-        PORT: String(port),
-        HOST: '127.0.0.1',
-        ADMIN_API_KEY: adminKey,
-        TOLLGATE_CONFIG: configPath,
-        DATABASE_URL: database.url,
-        DATA_DIR: join(dir, 'data'),
-        LOG_LEVEL: 'warn',
       },
-      stdout: 'ignore',
-      stderr: 'pipe',
+      ready: 'degraded',
     })
-    const base = `http://127.0.0.1:${port}`
+    const base = gateway.url
     try {
-      await waitFor(
-        async () => (await fetch(`${base}/health/ready`).catch(() => null))?.status === 200,
-        15_000,
-        'the gateway process',
-      )
-      const created = await fetch(`${base}/admin/keys`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ user_id: 'sigterm-user', name: 'test', tier: 'unlimited' }),
-      })
-      const { key } = (await created.json()) as { key: string }
+      const { key } = await gateway.createKey('sigterm-user', 'unlimited')
       const answered: string[] = []
       const worker = async (id: number) => {
         for (let i = 0; ; i++) {
@@ -289,8 +250,8 @@ describe('SIGTERM under load (the process entry)', () => {
       }
       const load = Promise.all(Array.from({ length: 16 }, (_, id) => worker(id)))
       await waitFor(() => answered.length >= 100, 20_000, 'load')
-      proc.kill('SIGTERM')
-      expect(await proc.exited).toBe(0)
+      process.kill(gateway.pid, 'SIGTERM')
+      expect(await gateway.exited).toBe(0)
       await load
       const direct = postgres(database.url, { max: 1, onnotice: () => {} })
       try {
@@ -301,8 +262,8 @@ describe('SIGTERM under load (the process entry)', () => {
         await direct.end({ timeout: 1 })
       }
     } finally {
-      if (proc.exitCode === null) proc.kill('SIGKILL')
-      await rm(dir, { recursive: true, force: true })
+      // A no-op signal once it has exited; removes its temp dir either way.
+      await gateway.kill()
     }
   }, 60_000)
 })
