@@ -113,18 +113,27 @@ export const EmbeddingRequest = t.Object(
   open,
 )
 
-export const EmbeddingResponse = t.Object({
-  object: t.Literal('list'),
-  data: t.Array(
-    t.Object({
-      object: t.Literal('embedding'),
-      index: t.Integer(),
-      embedding: t.Union([t.Array(t.Number()), t.String()]),
-    }),
-  ),
-  model: t.String(),
-  usage: t.Object({ prompt_tokens: t.Integer(), total_tokens: t.Integer() }),
-})
+/**
+ * Documents the answer; Elysia does not check it (`noValidate`). The route builds it from
+ * float32 vectors, and checking every number of every vector cost more than serialising them
+ * (64 inputs of 1,536 dimensions: 17 ms a response with the check, 11 without; one input:
+ * 0.75 ms against 0.45).
+ */
+export const EmbeddingResponse = t.Object(
+  {
+    object: t.Literal('list'),
+    data: t.Array(
+      t.Object({
+        object: t.Literal('embedding'),
+        index: t.Integer(),
+        embedding: t.Union([t.Array(t.Number()), t.String()]),
+      }),
+    ),
+    model: t.String(),
+    usage: t.Object({ prompt_tokens: t.Integer(), total_tokens: t.Integer() }),
+  },
+  { noValidate: true },
+)
 
 export const ModelList = t.Object({
   object: t.Literal('list'),
