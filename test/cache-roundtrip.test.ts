@@ -7,22 +7,20 @@
  * nothing per request: it reads its state and sends its batched successes in the background.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { join } from 'node:path'
 import { createClient, type RedisClientType } from 'redis'
 import { defaultBreakerPolicy } from '../plugins/breaker'
 import { viewOf } from '../plugins/breaker/view'
 import { requirePostgres } from './support/db'
 import { adminKey, eventually, type Gateway, startGateway } from './support/gateway'
-import { type RedisServer, startRedisServer } from './support/redis'
+import { luaSha1, type RedisServer, startRedisServer } from './support/redis'
 import { type RedisProxy, startRedisProxy } from './support/redis-proxy'
 
 let redis: RedisServer
 let proxy: RedisProxy
-const breakerSha = async (file: string) =>
-  new Bun.CryptoHasher('sha1')
-    .update(await Bun.file(join(import.meta.dir, '..', 'plugins', 'breaker', file)).text())
-    .digest('hex')
-const [breakerReadSha, breakerRecordSha] = [await breakerSha('read.lua'), await breakerSha('record.lua')]
+const [breakerReadSha, breakerRecordSha] = [
+  await luaSha1('breaker', 'read.lua'),
+  await luaSha1('breaker', 'record.lua'),
+]
 let gateway: Gateway
 let key: string
 let direct: RedisClientType

@@ -6,18 +6,12 @@
  * scripts, user and global; settlement = one more write, after the answer).
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { join } from 'node:path'
 import { createClient, type RedisClientType } from 'redis'
 import { requirePostgres } from './support/db'
 import { eventually, type Gateway, startGateway } from './support/gateway'
 import { chat, storeReady, uniqueUser } from './support/quota'
-import { type RedisServer, startRedisServer } from './support/redis'
+import { luaSha1, type RedisServer, startRedisServer } from './support/redis'
 import { type RedisProxy, startRedisProxy } from './support/redis-proxy'
-
-const sha1Of = async (file: string, plugin = 'quota') =>
-  new Bun.CryptoHasher('sha1')
-    .update(await Bun.file(join(import.meta.dir, '..', 'plugins', plugin, file)).text())
-    .digest('hex')
 
 let redis: RedisServer
 let proxy: RedisProxy
@@ -62,7 +56,7 @@ describe('one Redis round trip per request', () => {
       await (await chat(gateway.url, key, { max_tokens: 4 })).text()
       await eventually(() => gateway.settled.length > 0 && gateway.settled.at(-1)!.principal?.userId === user)
       // The breaker's next sync sends the warm-up's success, and so loads its record script too.
-      const recordSha = await sha1Of('record.lua', 'breaker')
+      const recordSha = await luaSha1('breaker', 'record.lua')
       for (let waited = 0; !(await direct.scriptExists(recordSha))[0]; waited += 10) {
         expect(waited).toBeLessThan(2000)
         await Bun.sleep(10)
@@ -75,7 +69,10 @@ describe('one Redis round trip per request', () => {
       expect(response.status).toBe(200)
       await response.text()
       await eventually(() => gateway.settled.length === settledBefore + 1)
-      const [admitSha, settleSha] = [await sha1Of('admit.lua'), await sha1Of('settle.lua')]
+      const [admitSha, settleSha] = [
+        await luaSha1('quota', 'admit.lua'),
+        await luaSha1('quota', 'settle.lua'),
+      ]
       const isQuota = (command: string[]) => command[1] === admitSha || command[1] === settleSha
       await eventually(() => proxy.writes.filter((write) => write.some(isQuota)).length >= 2)
 

@@ -213,3 +213,12 @@ function ask(port: number, command: string, accept: (reply: string) => boolean, 
     }).catch(() => finish(false))
   })
 }
+
+/**
+ * The SHA1 of a plugin's Lua script as it is on disk, computed here and not taken from the
+ * plugin, so a test can tell which script a captured EVALSHA ran.
+ */
+export async function luaSha1(plugin: string, file: string): Promise<string> {
+  const source = await Bun.file(join(import.meta.dir, '..', '..', 'plugins', plugin, file)).text()
+  return new Bun.CryptoHasher('sha1').update(source).digest('hex')
+}
