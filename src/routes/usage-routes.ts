@@ -6,14 +6,21 @@
  */
 import { Elysia, t } from 'elysia'
 import type { ApiKeys, auth } from '../../plugins/auth'
-import { amount, type Ledger, type MonthlyBudget, monthOf, projectMonth } from '../../plugins/cost'
+import {
+  amount,
+  type Ledger,
+  type MonthlyBudget,
+  type MonthView,
+  monthOf,
+  projectMonth,
+} from '../../plugins/cost'
 import {
   ApiError,
   type exchange as exchangePlugin,
   formatUsd,
-  OpenAIErrorSchema,
+  OpenAIErrorSchema as OpenAIError,
   type Principal,
-  ProblemSchema,
+  ProblemSchema as Problem,
 } from '../../plugins/exchange'
 import type { QuotaService, ScopeUsage } from '../../plugins/quota'
 
@@ -87,15 +94,12 @@ const UsageView = t.Object({
     },
   ),
 })
-const Problem = ProblemSchema
-const OpenAIError = OpenAIErrorSchema
 const KeyId = t.Object({ id: t.String({ format: 'uuid' }) })
 
 /** How long /v1/usage waits for the ledger's figures before answering without them. */
 const spendTimeoutMs = 1_000
 
-async function spendView(ledger: Ledger, userId: string, now: number) {
-  const month = monthOf(now)
+async function spendView(ledger: Ledger, userId: string, month: MonthView) {
   let timer: ReturnType<typeof setTimeout> | undefined
   const timeout = new Promise<null>((resolve) => {
     timer = setTimeout(() => resolve(null), spendTimeoutMs)
@@ -106,16 +110,18 @@ async function spendView(ledger: Ledger, userId: string, now: number) {
     timeout,
   ]).finally(() => clearTimeout(timer))
   if (spent === null) return null
-  const projected = projectMonth(spent.month, month)
+  const today = amount(spent.today)
+  const toDate = amount(spent.month)
+  const projected = amount(projectMonth(spent.month, month))
   return {
     source: 'ledger' as const,
     month: month.month,
-    today_usd: amount(spent.today).usd,
-    today_nano_usd: amount(spent.today).nano_usd,
-    month_to_date_usd: amount(spent.month).usd,
-    month_to_date_nano_usd: amount(spent.month).nano_usd,
-    projected_month_usd: amount(projected).usd,
-    projected_month_nano_usd: amount(projected).nano_usd,
+    today_usd: today.usd,
+    today_nano_usd: today.nano_usd,
+    month_to_date_usd: toDate.usd,
+    month_to_date_nano_usd: toDate.nano_usd,
+    projected_month_usd: projected.usd,
+    projected_month_nano_usd: projected.nano_usd,
     projection_method: 'month_to_date / elapsed_days * days_in_month' as const,
     elapsed_days: month.elapsedDays,
     days_in_month: month.daysInMonth,
@@ -126,17 +132,18 @@ function budgetState(limit: bigint, used: bigint) {
   if (limit <= 0n) return null
   const remaining = limit > used ? limit - used : 0n
   return {
-    limit_usd: amount(limit).usd,
+    limit_usd: formatUsd(limit),
     limit_nano_usd: limit.toString(),
-    used_usd: amount(used).usd,
+    used_usd: formatUsd(used),
     used_nano_usd: used.toString(),
-    remaining_usd: amount(remaining).usd,
+    remaining_usd: formatUsd(remaining),
     remaining_nano_usd: remaining.toString(),
   }
 }
 
 async function usageView(principal: Principal, usage: ScopeUsage, ledger: Ledger, budget: MonthlyBudget) {
   const now = Date.now()
+  const month = monthOf(now)
   return {
     user_id: principal.userId,
     tier: principal.tier,
@@ -158,9 +165,9 @@ async function usageView(principal: Principal, usage: ScopeUsage, ledger: Ledger
       limit_usd: usage.limits.costPerDayNano > 0n ? formatUsd(usage.limits.costPerDayNano) : null,
     },
     concurrent: { active: usage.concurrentUsed, limit: usage.limits.concurrent || null },
-    spend: await spendView(ledger, principal.userId, now),
+    spend: await spendView(ledger, principal.userId, month),
     monthly_budget: {
-      month: monthOf(now).month,
+      month: month.month,
       user: budgetState(budget.userLimitNano, usage.month?.userUsedNano ?? budget.userSeedNano),
       key: budgetState(budget.keyLimitNano, usage.month?.keyUsedNano ?? budget.keySeedNano),
     },
