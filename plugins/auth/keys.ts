@@ -56,7 +56,7 @@ export function looksLikeKey(candidate: string): boolean {
  * through a promise.
  */
 export function hashKey(key: string): string {
-  return new Bun.CryptoHasher('sha256').update(key).digest('hex')
+  return Bun.CryptoHasher.hash('sha256', key, 'hex')
 }
 
 const publicColumns = {
