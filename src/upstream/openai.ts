@@ -142,9 +142,9 @@ export class OpenAIProvider implements Provider {
   }
 
   async chat(request: ChatRequest, context: CallContext): Promise<ChatCompletion> {
-    // OpenAI rejects stream_options on a request that does not stream.
-    const { stream_options: _ignored, ...rest } = request
-    const body = await this.postJson('/chat/completions', { ...rest, stream: false }, context)
+    // OpenAI rejects stream_options on a request that does not stream; JSON.stringify drops an undefined field.
+    const payload = { ...request, stream: false, stream_options: undefined }
+    const body = await this.postJson('/chat/completions', payload, context)
     if (!hasArray(body, 'choices')) throw this.protocolError('a chat completion without choices')
     return body as ChatCompletion
   }
