@@ -9,10 +9,10 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import postgres from 'postgres'
+import { tcpProxy } from '../bench/lib/tcp-proxy'
 import { generateKey } from '../plugins/auth/keys'
 import { type CostGateway, startCostGateway } from './support/cost'
 import { freshPostgresDatabase, type ThrowawayPostgres } from './support/db'
-import { pgProxy } from './support/pg-proxy'
 
 const ttlMs = 300
 const lookupTimeoutMs = 200
@@ -30,11 +30,11 @@ interface Outage {
 
 const outages: Record<string, (url: string) => Outage> = {
   'refusing connections': (url) => {
-    const proxy = pgProxy(url)
+    const proxy = tcpProxy(url)
     return { url: proxy.url, down: proxy.cut, up: proxy.restore, stop: proxy.stop }
   },
   'swallowing every byte': (url) => {
-    const proxy = pgProxy(url)
+    const proxy = tcpProxy(url)
     return { url: proxy.url, down: proxy.partition, up: proxy.heal, stop: proxy.stop }
   },
 }

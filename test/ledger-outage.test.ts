@@ -8,17 +8,17 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import postgres from 'postgres'
+import { type TcpProxy, tcpProxy } from '../bench/lib/tcp-proxy'
 import { type SimServer, startSimServer } from '../src/upstream/sim-server'
 import { type CostGateway, ledgerTotals, rollupMismatches, startCostGateway } from './support/cost'
 import { freshPostgresDatabase, type ThrowawayPostgres } from './support/db'
-import { type PgProxy, pgProxy } from './support/pg-proxy'
 import { startGatewayProcess } from './support/process'
 import { noLimits } from './support/quota'
 import { waitFor } from './support/redis'
 
 describe('ledger while Postgres is down', () => {
   let database: ThrowawayPostgres
-  let proxy: PgProxy
+  let proxy: TcpProxy
   let gateway: CostGateway
   let key: string
   /** A direct connection, past the proxy, to look at what was written. */
@@ -26,7 +26,7 @@ describe('ledger while Postgres is down', () => {
 
   beforeAll(async () => {
     database = await freshPostgresDatabase()
-    proxy = pgProxy(database.url)
+    proxy = tcpProxy(database.url)
     direct = postgres(database.url, { max: 1, onnotice: () => {} })
     gateway = await startCostGateway({
       env: { DATABASE_URL: proxy.url },

@@ -10,16 +10,16 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import type { Subprocess } from 'bun'
+import { type TcpProxy, tcpProxy } from '../bench/lib/tcp-proxy'
 import { freshPostgresDatabase, type ThrowawayPostgres } from './support/db'
 import { adminKey } from './support/gateway'
-import { type PgProxy, pgProxy } from './support/pg-proxy'
 import { type RedisServer, startRedisServer } from './support/redis'
 
 const mainPath = resolve(import.meta.dir, '../src/main.ts')
 const children: Subprocess<'ignore', 'pipe', 'pipe'>[] = []
 const databases: ThrowawayPostgres[] = []
 const redisServers: RedisServer[] = []
-let proxy: PgProxy | undefined
+let proxy: TcpProxy | undefined
 let configDir: string | undefined
 
 afterAll(async () => {
@@ -123,7 +123,7 @@ describe('startup while Postgres is down', () => {
   test('waits with backoff, says so on /health/startup, then serves', async () => {
     const database = await freshPostgresDatabase()
     databases.push(database)
-    proxy = pgProxy(database.url)
+    proxy = tcpProxy(database.url)
     proxy.cut()
     const { child, base } = await spawnGateway({ DATABASE_URL: proxy.url })
 

@@ -65,9 +65,6 @@ export async function startCostGateway({ env = {}, file = {}, ...overrides }: Co
   return gateway
 }
 
-/** The cuttable Postgres proxy under its old name, for bench/soak.ts; tests use ./pg-proxy. */
-export { type PgProxy as TcpProxy, pgProxy as tcpProxy } from './pg-proxy'
-
 export interface LedgerTotals {
   events: number
   distinctRequests: number
