@@ -23,7 +23,8 @@
 -- the seed, the ledger's month-to-date spend, so a budget set mid-month, or a Redis that lost
 -- its data, still counts what was already spent. An admitted request without a budget removes
 -- its month fields, so a budget set again later starts from the ledger, not from a counter
--- that stopped counting in between.
+-- that stopped counting in between (only when they exist: HMGET read them already, and most
+-- users have no budget, so most admissions skip that HDEL).
 -- Returns {admitted, denied_by, retry_after_ms, day, tokens_used, cost_used, concurrent_used,
 --          remaining_1, reset_ms_1, remaining_2, reset_ms_2, ...}, then with a month section
 --          month (yyyymm), user_month_used, key_month_used.
@@ -133,13 +134,13 @@ end
 if over(tokens_limit, tokens_used, tokens_reserve) then deny('tokens', until_midnight) end
 if over(cost_limit, cost_used, cost_reserve) then deny('cost', until_midnight) end
 
+local spent_at = 3 + window_count
 local user_month_limit, key_month_limit, month_reserve = 0, 0, 0
 local user_month_used, key_month_used = 0, 0
 if month then
   user_month_limit = tonumber(ARGV[month_at + 2])
   key_month_limit = tonumber(ARGV[month_at + 3])
   month_reserve = tonumber(ARGV[month_at + 4])
-  local spent_at = 3 + window_count
   if user_month_limit > 0 then user_month_used = tonumber(stored[spent_at + 1]) or tonumber(ARGV[month_at + 5]) end
   if key_month_limit > 0 then key_month_used = tonumber(stored[spent_at + 2]) or tonumber(ARGV[month_at + 6]) end
   local until_month_end = next_month_day * 86400000 - now
@@ -173,14 +174,14 @@ if denied_by == '' and not dry_run then
       user_month_used = user_month_used + month_reserve
       writes[#writes + 1] = user_month_field
       writes[#writes + 1] = user_month_used
-    else
+    elseif stored[spent_at + 1] then
       unbudgeted[#unbudgeted + 1] = user_month_field
     end
     if key_month_limit > 0 then
       key_month_used = key_month_used + month_reserve
       writes[#writes + 1] = key_month_field
       writes[#writes + 1] = key_month_used
-    else
+    elseif stored[spent_at + 2] then
       unbudgeted[#unbudgeted + 1] = key_month_field
     end
   end
