@@ -22,7 +22,7 @@ import { ApiError, type Exchange, openAIErrorBody } from '../../plugins/exchange
 import type { StreamRegistry } from '../../plugins/streams'
 import type { ChatChunk } from '../upstream/provider'
 import { rawDataOf } from '../upstream/sse'
-import { upstreamToApiError } from './upstream-errors'
+import { clientDisconnected, failedWith, upstreamToApiError } from './upstream-errors'
 import { recordUsage } from './usage'
 
 export interface RelayOptions {
@@ -207,11 +207,7 @@ export async function* relayStream(
     if (clientSignal.aborted) return
     const apiError = upstreamToApiError(error)
     chargeEstimateUnlessReported()
-    exchange.settle({
-      outcome: 'error',
-      status: apiError.status,
-      errorCode: apiError.code ?? 'upstream_error',
-    })
+    exchange.settle(failedWith(apiError))
     yield new Frame(JSON.stringify(openAIErrorBody(apiError)))
   } finally {
     handle.close()
@@ -221,7 +217,7 @@ export async function* relayStream(
       abortUpstream()
       await iterator.return?.()
       chargeEstimateUnlessReported()
-      exchange.settle({ outcome: 'cancelled', status: 499, errorCode: 'client_disconnected' })
+      exchange.settle(clientDisconnected)
     }
   }
 

@@ -36,7 +36,7 @@ import {
   ModelList,
   modelErrorResponses,
 } from './openai-schemas'
-import { upstreamToApiError } from './upstream-errors'
+import { clientDisconnected, failedWith, upstreamToApiError } from './upstream-errors'
 import { estimateInputTokens, estimatePromptTokens, recordUsage } from './usage'
 
 export interface OpenAIRoutesOptions {
@@ -65,14 +65,7 @@ function openExchange(exchange: Exchange, route: string, principal: Principal, r
 
 function failExchange(exchange: Exchange, error: unknown, clientSignal: AbortSignal): ApiError {
   const apiError = upstreamToApiError(error)
-  if (clientSignal.aborted)
-    exchange.settle({ outcome: 'cancelled', status: 499, errorCode: 'client_disconnected' })
-  else
-    exchange.settle({
-      outcome: 'error',
-      status: apiError.status,
-      errorCode: apiError.code ?? 'upstream_error',
-    })
+  exchange.settle(clientSignal.aborted ? clientDisconnected : failedWith(apiError))
   return apiError
 }
 

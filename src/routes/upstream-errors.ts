@@ -3,8 +3,20 @@
  * passes through (it can carry credentials, internal hostnames or another tenant's data):
  * the client gets a status that says whose fault it was and the upstream's error code.
  */
-import { ApiError } from '../../plugins/exchange'
+import { ApiError, type Settlement } from '../../plugins/exchange'
 import { UpstreamError } from '../upstream/provider'
+
+/** How a model request settles when its client went away before the answer was complete. */
+export const clientDisconnected: Settlement = Object.freeze({
+  outcome: 'cancelled',
+  status: 499,
+  errorCode: 'client_disconnected',
+})
+
+/** How a model request settles when it failed with `error`: as the client is told. */
+export function failedWith(error: ApiError): Settlement {
+  return { outcome: 'error', status: error.status, errorCode: error.code ?? 'upstream_error' }
+}
 
 export function upstreamToApiError(error: unknown): ApiError {
   if (error instanceof ApiError) return error
