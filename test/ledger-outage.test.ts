@@ -85,6 +85,9 @@ describe('ledger while Postgres is down', () => {
       }
     }
     await waitFor(() => gateway.ledger.stats().flushFailures > 0, 5_000, 'a failed flush')
+    // An event is handed to the ledger when its exchange settles, just after the answer is
+    // sent: under load the last wave's can still be on their way when the flush has failed.
+    await waitFor(() => gateway.ledger.stats().enqueued === 201, 5_000, 'every event handed to the ledger')
     const stats = gateway.ledger.stats()
     expect(stats.backlog).toBe(200)
     expect(stats.written).toBe(1)
