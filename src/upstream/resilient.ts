@@ -92,6 +92,8 @@ type Attempt<T> = (provider: Provider, model: string, context: CallContext, time
 /** The attempt that served, still open: the caller ends its limits, verdict and traced phase. */
 interface Held {
   target: string
+  /** The step's classifier, which a stream's guard goes on using. */
+  classify: ChainStep<unknown>['classify']
   permit: Permit
   timer: CallTimer
   start: number
@@ -242,7 +244,7 @@ export class Resilience {
     })
     if (!walked.ok) return this.staleOrThrow(exchange, walked, call)
     const { iterator, first } = walked.value
-    const { start, attributes, target } = walked.held
+    const { start, attributes, classify } = walked.held
     const onEnd = (verdict: Verdict, reason: string) =>
       exchange.recordPhase(
         'upstream',
@@ -250,7 +252,7 @@ export class Resilience {
         verdict === 'failure' ? { ...attributes, error: reason } : attributes,
       )
     const held = { ...walked.held, first, onEnd }
-    const guarded = guardStream(this.options.breakers, held, iterator, classifier(target, call.signal))
+    const guarded = guardStream(this.options.breakers, held, iterator, classify)
     return { stale: false, value: { iterator: guarded, first }, headers: walked.headers }
   }
 
@@ -329,7 +331,8 @@ export class Resilience {
         steps: outcome.step,
       })
     const { permit, timer, value, step, attempts } = outcome
-    const held = { target: steps[step]!.target, permit, timer, ...latest[step]! }
+    const { target, classify } = steps[step]!
+    const held = { target, classify, permit, timer, ...latest[step]! }
     return { ok: true, value, headers: headersFor(served.name, step, attempts), held }
   }
 
