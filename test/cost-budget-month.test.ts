@@ -8,9 +8,8 @@ import { describe, expect, test } from 'bun:test'
 import { monthlyBudgetNote } from '../plugins/cost'
 import { Exchange, priceFromUsdPerMillion, SettlementHub } from '../plugins/exchange'
 import { QuotaService } from '../plugins/quota'
-import { createStore, MemoryStore, type Store } from '../plugins/store'
-import { manualClock, noLimits, storeReady, uniqueUser } from './support/quota'
-import { requireRedis, testKeyPrefix } from './support/redis'
+import { MemoryStore, type Store } from '../plugins/store'
+import { manualClock, noLimits, sharedRedisStore, uniqueUser } from './support/quota'
 
 describe('the budget month', () => {
   const budget = { userLimitNano: 10_000_000n, userSeedNano: 0n, keyLimitNano: 0n, keySeedNano: 0n }
@@ -47,14 +46,7 @@ describe('the budget month', () => {
 
   for (const [name, makeStore] of [
     ['memory', async () => new MemoryStore()],
-    [
-      'redis',
-      async () => {
-        const store = createStore({ url: await requireRedis(), keyPrefix: testKeyPrefix('budget-month') })
-        await storeReady(store)
-        return store
-      },
-    ],
+    ['redis', () => sharedRedisStore('budget-month')],
   ] as const) {
     test(`${name}: spend rolls over at 00:00 UTC on the 1st, leap years included, and Retry-After says when`, async () => {
       const store = await makeStore()

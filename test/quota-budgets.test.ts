@@ -6,20 +6,17 @@
  * so the next request fits. A failed upstream call gives back its tokens but not its request.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { createStore } from '../plugins/store'
 import { type SimServer, startSimServer } from '../src/upstream/sim-server'
 import { requirePostgres } from './support/db'
 import { eventually, type Gateway, startGateway } from './support/gateway'
-import { chat, manualClock, noLimits, storeReady, uniqueUser } from './support/quota'
-import { requireRedis, testKeyPrefix } from './support/redis'
+import { chat, manualClock, noLimits, sharedRedisStore, uniqueUser } from './support/quota'
 
 let sim: SimServer
 let gateway: Gateway
 
 beforeAll(async () => {
   sim = await startSimServer({ port: 0 })
-  const store = createStore({ url: await requireRedis(), keyPrefix: testKeyPrefix('quota-budgets') })
-  await storeReady(store)
+  const store = await sharedRedisStore('quota-budgets')
   gateway = await startGateway({
     env: { DATABASE_URL: await requirePostgres() },
     file: {

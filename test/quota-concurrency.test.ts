@@ -5,13 +5,12 @@
  * holding it is SIGKILLed and can settle nothing, by its own expiry.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { createStore } from '../plugins/store'
 import { type SimServer, startSimServer } from '../src/upstream/sim-server'
 import { requirePostgres } from './support/db'
 import { eventually, type Gateway, startGateway } from './support/gateway'
 import { startGatewayProcess } from './support/process'
-import { chat, noLimits, storeReady, uniqueUser } from './support/quota'
-import { requireRedis, startRedisServer, testKeyPrefix, waitFor } from './support/redis'
+import { chat, noLimits, sharedRedisStore, storeReady, uniqueUser } from './support/quota'
+import { startRedisServer, waitFor } from './support/redis'
 
 let sim: SimServer
 let gateway: Gateway
@@ -26,8 +25,7 @@ const configFile = (leaseTtlMs = 600_000) => ({
 
 beforeAll(async () => {
   sim = await startSimServer({ port: 0 })
-  const store = createStore({ url: await requireRedis(), keyPrefix: testKeyPrefix('quota-concurrency') })
-  await storeReady(store)
+  const store = await sharedRedisStore('quota-concurrency')
   gateway = await startGateway({ env: { DATABASE_URL: await requirePostgres() }, file: configFile(), store })
 })
 

@@ -11,8 +11,16 @@ import { createStore, type Store } from '../plugins/store'
 import { freshPostgresDatabase, requirePostgres } from './support/db'
 import { eventually, type Gateway, startGateway } from './support/gateway'
 import { type GatewayProcess, startGatewayProcess } from './support/process'
-import { burst, chat, countStatuses, noLimits, storeReady, uniqueUser } from './support/quota'
-import { requireRedis, startRedisCluster, startRedisServer, testKeyPrefix } from './support/redis'
+import {
+  burst,
+  chat,
+  countStatuses,
+  noLimits,
+  sharedRedisStore,
+  storeReady,
+  uniqueUser,
+} from './support/quota'
+import { startRedisCluster, startRedisServer } from './support/redis'
 
 const file = {
   tiers: { tiny: { ...noLimits, requests_per_minute: 10 }, unlimited: noLimits },
@@ -62,8 +70,7 @@ async function expectDecidedOnStore(gateway: Gateway, count: number) {
 
 describe('exactness', () => {
   test('one gateway: 50 concurrent requests on 10/min, exactly 10 pass', async () => {
-    const store = createStore({ url: await requireRedis(), keyPrefix: testKeyPrefix('quota-exact') })
-    await storeReady(store)
+    const store = await sharedRedisStore('quota-exact')
     const gateway = await startGateway({ env: { DATABASE_URL: await requirePostgres() }, file, store })
     cleanups.push(() => gateway.stop())
     await warmUp(store, [gateway.url], (user) => gateway.createKey(user, 'unlimited'))

@@ -6,11 +6,9 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import OpenAI from 'openai'
-import { createStore } from '../plugins/store'
 import { requirePostgres } from './support/db'
 import { type Gateway, startGateway } from './support/gateway'
-import { burst, chat, countStatuses, manualClock, storeReady, uniqueUser } from './support/quota'
-import { requireRedis, testKeyPrefix } from './support/redis'
+import { burst, chat, countStatuses, manualClock, sharedRedisStore, uniqueUser } from './support/quota'
 
 type BareItem = string | number | boolean | Uint8Array
 interface Item {
@@ -100,8 +98,7 @@ const clock = manualClock()
 let gateway: Gateway
 
 beforeAll(async () => {
-  const store = createStore({ url: await requireRedis(), keyPrefix: testKeyPrefix('quota-headers') })
-  await storeReady(store)
+  const store = await sharedRedisStore('quota-headers')
   gateway = await startGateway({
     env: { DATABASE_URL: await requirePostgres() },
     file: {

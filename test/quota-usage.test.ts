@@ -4,17 +4,14 @@
  * actually used. The clock is injected, so remaining and reset figures are exact.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { createStore } from '../plugins/store'
 import { requirePostgres } from './support/db'
 import { adminKey, eventually, type Gateway, startGateway } from './support/gateway'
-import { chat, createKeyAt, manualClock, storeReady, uniqueUser } from './support/quota'
-import { requireRedis, testKeyPrefix } from './support/redis'
+import { chat, createKeyAt, manualClock, sharedRedisStore, uniqueUser } from './support/quota'
 
 let gateway: Gateway
 
 beforeAll(async () => {
-  const store = createStore({ url: await requireRedis(), keyPrefix: testKeyPrefix('quota-usage') })
-  await storeReady(store)
+  const store = await sharedRedisStore('quota-usage')
   gateway = await startGateway({
     env: { DATABASE_URL: await requirePostgres() },
     file: { tiers: { open: { requests_per_minute: 10, requests_per_hour: null, cost_per_day_usd: null } } },

@@ -4,8 +4,9 @@
  * Redis, keys created with their id, chat requests, and tallies of a burst's answers.
  */
 import type { TierLimits } from '../../plugins/quota'
-import { RedisStore, type Store } from '../../plugins/store'
+import { createStore, RedisStore, type Store } from '../../plugins/store'
 import { adminKey } from './gateway'
+import { requireRedis, testKeyPrefix } from './redis'
 
 /** Noon UTC on a day far from any real clock, so nothing depends on when the test runs. */
 export const clockStart = Date.UTC(2031, 0, 15, 12)
@@ -106,4 +107,11 @@ export function countStatuses(results: Array<{ status: number }>): Record<number
 export async function storeReady(store: Store): Promise<void> {
   if (store instanceof RedisStore && !(await store.waitUntilAvailable(10_000)))
     throw new Error('Redis store did not become available')
+}
+
+/** A store on the shared Redis under a key prefix of its own (`testKeyPrefix(label)`), ready. */
+export async function sharedRedisStore(label: string): Promise<Store> {
+  const store = createStore({ url: await requireRedis(), keyPrefix: testKeyPrefix(label) })
+  await storeReady(store)
+  return store
 }
