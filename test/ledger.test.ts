@@ -13,6 +13,7 @@ import { queryRows } from '../db/client'
 import { type EventRow, Ledger, type LedgerSink, postgresSink } from '../plugins/cost'
 import { ledgerTotals, rollupMismatches } from './support/cost'
 import { openTestDatabase, type TestDatabase } from './support/db'
+import { waitFor } from './support/redis'
 
 const quiet = { info() {}, warn() {}, error() {} }
 
@@ -94,14 +95,6 @@ function harness(handle: TestDatabase, settings: Partial<ConstructorParameters<t
   return { ledger, failures, writes } satisfies LedgerHarness
 }
 
-async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const deadline = performance.now() + timeoutMs
-  while (!(await check())) {
-    if (performance.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`)
-    await Bun.sleep(10)
-  }
-}
-
 for (const kind of ['postgres', 'pglite'] as const) {
   describe(`ledger on ${kind}`, () => {
     let handle: TestDatabase
@@ -151,10 +144,10 @@ for (const kind of ['postgres', 'pglite'] as const) {
       const { ledger, writes } = harness(handle, { flushIntervalMs: 300 })
       const started = performance.now()
       for (const r of rows(250)) ledger.writer.enqueue(r)
-      await waitFor(() => ledger.stats().written === 200)
+      await waitFor(() => ledger.stats().written === 200, 5_000)
       expect(performance.now() - started).toBeLessThan(250)
       expect(ledger.stats().backlog).toBe(50)
-      await waitFor(() => ledger.stats().written === 250)
+      await waitFor(() => ledger.stats().written === 250, 5_000)
       expect(writes).toEqual([100, 100, 50])
       await ledger.close()
     })
@@ -165,7 +158,7 @@ for (const kind of ['postgres', 'pglite'] as const) {
       failures.remaining = 3
       const batch = rows(100)
       for (const r of batch) ledger.writer.enqueue(r)
-      await waitFor(() => ledger.stats().written === 100)
+      await waitFor(() => ledger.stats().written === 100, 5_000)
       const stats = ledger.stats()
       expect(stats.flushFailures).toBe(3)
       expect(stats.consecutiveFailures).toBe(0)
@@ -182,7 +175,7 @@ for (const kind of ['postgres', 'pglite'] as const) {
       failures.afterCommit = true
       const batch = rows(100)
       for (const r of batch) ledger.writer.enqueue(r)
-      await waitFor(() => ledger.stats().flushes === 1)
+      await waitFor(() => ledger.stats().flushes === 1, 5_000)
       const stats = ledger.stats()
       expect(stats.written).toBe(0)
       expect(stats.duplicates).toBe(100)
@@ -203,7 +196,7 @@ for (const kind of ['postgres', 'pglite'] as const) {
       expect(health.status).toBe('unhealthy')
       expect(health.message).toContain('refusing model requests')
       failures.remaining = 0
-      await waitFor(() => ledger.stats().written === 160)
+      await waitFor(() => ledger.stats().written === 160, 5_000)
       expect(ledger.refusing).toBe(false)
       expect((await ledger.healthCheck().check()).status).toBe('healthy')
       await ledger.close()
@@ -223,7 +216,7 @@ for (const kind of ['postgres', 'pglite'] as const) {
       const health = await ledger.healthCheck().check()
       expect(health).toEqual({ status: 'degraded', message: 'backlog 100/100 full: 30 events dropped' })
       failures.remaining = 0
-      await waitFor(() => ledger.stats().written === 100)
+      await waitFor(() => ledger.stats().written === 100, 5_000)
       await ledger.close()
     })
 
