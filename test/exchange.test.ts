@@ -30,8 +30,6 @@ const injectFaults = (faults: unknown[]) =>
     body: JSON.stringify(faults),
   })
 
-const settledFor = (id: string) => gateway.settled.filter((exchange) => exchange.id === id)
-
 beforeAll(async () => {
   sim = await startSimServer({ port: 0 })
   gateway = await startGateway({
@@ -54,15 +52,15 @@ describe('Exchange settlement', () => {
     expect(response.status).toBe(200)
     const id = response.headers.get('x-request-id')!
     const body = (await response.json()) as { usage: { prompt_tokens: number; completion_tokens: number } }
-    await eventually(() => settledFor(id).length === 1)
-    const [exchange] = settledFor(id)
+    await eventually(() => gateway.settledFor(id).length === 1)
+    const [exchange] = gateway.settledFor(id)
     expect(exchange!.settlement).toEqual({ outcome: 'ok', status: 200 })
     expect(exchange!.usage.completionTokens).toBe(5)
     expect(exchange!.usage.promptTokens).toBe(body.usage.prompt_tokens)
     expect(exchange!.principal?.userId).toBe('exchange-user')
     expect(exchange!.servedModel).toBe('remote-1')
     await Bun.sleep(20)
-    expect(settledFor(id)).toHaveLength(1)
+    expect(gateway.settledFor(id)).toHaveLength(1)
   })
 
   test('completed stream settles once as ok with the streamed usage', async () => {
@@ -72,8 +70,8 @@ describe('Exchange settlement', () => {
     const text = await response.text()
     expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true)
     expect(text).not.toContain('"usage":{')
-    await eventually(() => settledFor(id).length === 1)
-    const [exchange] = settledFor(id)
+    await eventually(() => gateway.settledFor(id).length === 1)
+    const [exchange] = gateway.settledFor(id)
     expect(exchange!.settlement?.outcome).toBe('ok')
     expect(exchange!.usage.completionTokens).toBe(7)
     expect(exchange!.ttftMs).not.toBeNull()
@@ -87,8 +85,8 @@ describe('Exchange settlement', () => {
     const text = await response.text()
     expect(text).toContain('"error":{')
     expect(text).not.toContain('[DONE]')
-    await eventually(() => settledFor(id).length === 1)
-    const [exchange] = settledFor(id)
+    await eventually(() => gateway.settledFor(id).length === 1)
+    const [exchange] = gateway.settledFor(id)
     expect(exchange!.settlement?.outcome).toBe('error')
     expect(exchange!.usage.completionTokens).toBeGreaterThan(0)
     expect(exchange!.usage.completionTokens).toBeLessThan(10)
@@ -103,12 +101,12 @@ describe('Exchange settlement', () => {
     const reader = response.body!.getReader()
     await reader.read()
     controller.abort()
-    await eventually(() => settledFor(id).length === 1, 3000)
-    const [exchange] = settledFor(id)
+    await eventually(() => gateway.settledFor(id).length === 1, 3000)
+    const [exchange] = gateway.settledFor(id)
     expect(exchange!.settlement?.outcome).toBe('cancelled')
     await eventually(() => sim.stats.aborted > abortedBefore, 3000)
     await Bun.sleep(50)
-    expect(settledFor(id)).toHaveLength(1)
+    expect(gateway.settledFor(id)).toHaveLength(1)
   })
 
   test('an upstream error before the first byte answers JSON (503, no target left) and settles once as error', async () => {
@@ -117,7 +115,7 @@ describe('Exchange settlement', () => {
     expect(response.status).toBe(503)
     const id = response.headers.get('x-request-id')!
     expect(((await response.json()) as { error: { code: string } }).error.code).toBe('upstream_unavailable')
-    await eventually(() => settledFor(id).length === 1)
-    expect(settledFor(id)[0]!.settlement?.outcome).toBe('error')
+    await eventually(() => gateway.settledFor(id).length === 1)
+    expect(gateway.settledFor(id)[0]!.settlement?.outcome).toBe('error')
   })
 })

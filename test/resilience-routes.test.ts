@@ -55,8 +55,6 @@ const chat = (body: Record<string, unknown> = {}) =>
     body: JSON.stringify({ model: 'main', messages: [{ role: 'user', content: 'hello there' }], ...body }),
   })
 
-const settledFor = (id: string) => gateway.settled.filter((exchange) => exchange.id === id)
-
 describe('resilience through the chat route', () => {
   test('a 503 then a 200: the retry answers, X-Tollgate-Attempts: 2', async () => {
     primary.addFaults([{ status: 503 }])
@@ -103,8 +101,8 @@ describe('resilience through the chat route', () => {
     expect(response.headers.get('x-tollgate-fallback')).toBe('1')
     expect(response.headers.get('x-tollgate-attempts')).toBe('4')
     const id = response.headers.get('x-request-id')!
-    await eventually(() => settledFor(id).length === 1)
-    const [exchange] = settledFor(id)
+    await eventually(() => gateway.settledFor(id).length === 1)
+    const [exchange] = gateway.settledFor(id)
     expect(exchange!.servedModel).toBe('spare')
     expect(exchange!.price).toEqual(priceFromUsdPerMillion({ input: 3, output: 4 }))
     expect(exchange!.costNanoUsd).toBe(

@@ -45,8 +45,6 @@ const dataFrames = (text: string) =>
     .filter((frame) => frame.startsWith('data: '))
     .map((frame) => frame.slice(6))
 
-const settledFor = (id: string) => gateway.settled.filter((exchange) => exchange.id === id)
-
 beforeAll(async () => {
   sim = await startSimServer({ port: 0 })
   gateway = await startGateway({
@@ -82,7 +80,10 @@ describe('GET /admin/streams', () => {
     expect(a!.bytes).toBeGreaterThan(0)
     expect(Number.isNaN(Date.parse(a!.started_at))).toBe(false)
     await Promise.all([alice.cancel(), bob.cancel()])
-    await eventually(() => settledFor(alice.id).length === 1 && settledFor(bob.id).length === 1, 3000)
+    await eventually(
+      () => gateway.settledFor(alice.id).length === 1 && gateway.settledFor(bob.id).length === 1,
+      3000,
+    )
     expect((await listStreams()).map((entry) => entry.id)).not.toContain(alice.id)
   })
 })
@@ -113,8 +114,8 @@ describe('POST /admin/streams/:id/cancel', () => {
       ).length
 
     await eventually(() => sim.stats.aborted === abortedBefore + 1, 3000)
-    await eventually(() => settledFor(stream.id).length === 1, 3000)
-    const [exchange] = settledFor(stream.id)
+    await eventually(() => gateway.settledFor(stream.id).length === 1, 3000)
+    const [exchange] = gateway.settledFor(stream.id)
     expect(exchange!.settlement).toMatchObject({ outcome: 'cancelled', errorCode: 'cancelled' })
     expect(exchange!.usage.completionTokens).toBe(contentTokens)
     // The upstream's usage never came: the prompt is charged at the admission estimate.
@@ -122,7 +123,7 @@ describe('POST /admin/streams/:id/cancel', () => {
     expect(exchange!.usage.promptTokens).toBe(exchange!.estimatedTokens)
     expect(exchange!.costNanoUsd).toBeGreaterThan(0n)
     await Bun.sleep(50)
-    expect(settledFor(stream.id)).toHaveLength(1)
+    expect(gateway.settledFor(stream.id)).toHaveLength(1)
     expect((await listStreams()).map((entry) => entry.id)).not.toContain(stream.id)
     expect((await admin(`/streams/${stream.id}/cancel`, 'POST')).status).toBe(404)
   })
@@ -152,8 +153,8 @@ describe('a client that leaves mid-stream', () => {
         (JSON.parse(frame) as { choices: { delta: { content?: string } }[] }).choices[0]?.delta.content,
     ).length
     await stream.cancel()
-    await eventually(() => settledFor(stream.id).length === 1, 3000)
-    const [exchange] = settledFor(stream.id)
+    await eventually(() => gateway.settledFor(stream.id).length === 1, 3000)
+    const [exchange] = gateway.settledFor(stream.id)
     expect(exchange!.settlement).toMatchObject({ outcome: 'cancelled', errorCode: 'client_disconnected' })
     expect(exchange!.usage.completionTokens).toBe(contentTokens)
     expect(exchange!.usage.promptTokens).toBeGreaterThan(0)
@@ -170,8 +171,8 @@ describe('heartbeats', () => {
     expect(text).toContain(': ping\n\n')
     expect(text.split(': ping\n\n').length - 1).toBeGreaterThanOrEqual(2)
     expect(dataFrames(text).at(-1)).toBe('[DONE]')
-    await eventually(() => settledFor(stream.id).length === 1)
-    expect(settledFor(stream.id)[0]!.settlement?.outcome).toBe('ok')
+    await eventually(() => gateway.settledFor(stream.id).length === 1)
+    expect(gateway.settledFor(stream.id)[0]!.settlement?.outcome).toBe('ok')
   })
 
   test('the official openai SDK ignores them and reassembles the text', async () => {

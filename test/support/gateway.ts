@@ -17,6 +17,8 @@ export interface Gateway {
   runtime: Runtime
   /** Every exchange settled so far, in settlement order. */
   settled: Exchange[]
+  /** The settled exchanges with request id `id` (one, unless an exchange settled twice). */
+  settledFor(id: string): Exchange[]
   /** Creates an API key through the admin API and returns its plaintext. */
   createKey(user?: string, tier?: string): Promise<string>
   stop(): Promise<void>
@@ -80,6 +82,7 @@ export async function startGateway({
     url,
     runtime,
     settled,
+    settledFor: (id) => settled.filter((exchange) => exchange.id === id),
     async createKey(user = `user-${crypto.randomUUID().slice(0, 8)}`, tier = 'enterprise') {
       const response = await fetch(`${url}/admin/keys`, {
         method: 'POST',
