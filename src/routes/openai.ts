@@ -84,6 +84,16 @@ export function openAIRoutes({
   priceOf,
   streams,
 }: OpenAIRoutesOptions) {
+  // The router's models are fixed when it is built, so their list is answered as built once.
+  const modelList = {
+    object: 'list' as const,
+    data: router.list().map((model) => ({
+      id: model.name,
+      object: 'model' as const,
+      created: 0,
+      owned_by: model.provider,
+    })),
+  }
   return new Elysia({ name: 'tollgate/routes/openai' })
     .use(spine)
     .use(auth)
@@ -251,15 +261,7 @@ export function openAIRoutes({
     .get(
       '/v1/models',
       function listModels() {
-        return {
-          object: 'list' as const,
-          data: router.list().map((model) => ({
-            id: model.name,
-            object: 'model' as const,
-            created: 0,
-            owned_by: model.provider,
-          })),
-        }
+        return modelList
       },
       {
         apiKey: true,
