@@ -75,6 +75,19 @@ describe('relayStream', () => {
     expect('usage' in data[1]).toBe(false)
   })
 
+  test('a chunk the upstream sent over several data: lines reaches the client as one whole line', async () => {
+    // The SSE parser joins an event's data: lines with LF; the relay writes one data: line.
+    const multiLine =
+      '{"model":"up-1",\n"choices":[{"index":0,"delta":{"content":"a"},"finish_reason":null}],"usage":null}'
+    const { frames } = await relay([parsed(multiLine)])
+    expect(frames[0]!.endsWith('\n\n')).toBe(true)
+    expect(frames[0]!.slice(0, -2)).not.toContain('\n')
+    expect(JSON.parse(frames[0]!.slice(6))).toEqual({
+      model: 'client-model',
+      choices: [{ index: 0, delta: { content: 'a' }, finish_reason: null }],
+    })
+  })
+
   test('a silent upstream gets heartbeats from the shared ticker, and a stream without usage is estimated', async () => {
     const { frames, exchange } = await relay(
       [parsed(chunkText('up-1', 'a')), parsed(chunkText('up-1', 'b'))],
