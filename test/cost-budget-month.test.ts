@@ -5,7 +5,6 @@
  * of the month; a request admitted in one month settles into that month's counter.
  */
 import { describe, expect, test } from 'bun:test'
-import { monthlyBudgetNote } from '../plugins/cost'
 import { Exchange, priceFromUsdPerMillion, SettlementHub } from '../plugins/exchange'
 import { QuotaService } from '../plugins/quota'
 import { MemoryStore, type Store } from '../plugins/store'
@@ -40,7 +39,7 @@ describe('the budget month', () => {
     exchange.principal = { keyId: 'k', userId: user, tier: 'open', overrides: {} }
     exchange.price = priceFromUsdPerMillion({ input: 0, output: 1000 })
     // The cost plugin's note, as the quota plugin reads it.
-    exchange.notes.set(monthlyBudgetNote, budget)
+    exchange.monthlyBudget = budget
     return exchange
   }
 

@@ -13,22 +13,8 @@
 import { and, eq, gte, inArray, sql } from 'drizzle-orm'
 import type { Db } from '../../db/client'
 import { apiKeys, dailyUsage, usageEvents, userBudgets } from '../../db/schema'
-import { type Principal, usdToNano } from '../exchange'
+import { type MonthlyBudget, type Principal, usdToNano } from '../exchange'
 import { dayMs, monthOf, parseUsd } from './calendar'
-
-/**
- * What a request's monthly budgets are, attached to its Exchange as the note named
- * `monthlyBudgetNote` before admission; the quota plugin reads the same shape. Zero: none.
- */
-export interface MonthlyBudget {
-  userLimitNano: bigint
-  /** The user's settled spend this month per the ledger, to start a missing counter from. */
-  userSeedNano: bigint
-  keyLimitNano: bigint
-  keySeedNano: bigint
-}
-
-export const monthlyBudgetNote = 'monthly-budget'
 
 /** The override field of a key's monthly budget: a decimal USD string (or a number). */
 const keyBudgetField = 'monthly_budget_usd'

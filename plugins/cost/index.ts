@@ -7,15 +7,12 @@
 import { Elysia } from 'elysia'
 import type { Db } from '../../db/client'
 import { ApiError, Exchange, type SettlementHub } from '../exchange'
-import { monthlyBudgetNote } from './budgets'
 import { clientIdNote, Ledger, type LedgerLog } from './ledger'
 import type { LedgerSink } from './sink'
 import type { OverflowPolicy } from './writer'
 
 export type { CostAdminOptions } from './admin-routes'
 export { costAdmin } from './admin-routes'
-export type { MonthlyBudget } from './budgets'
-export { monthlyBudgetNote } from './budgets'
 export type { MonthView } from './calendar'
 export { amount, monthOf, projectMonth } from './calendar'
 export type { EventRow } from './events'
@@ -174,7 +171,7 @@ export function cost({
       }
       // Only the first requests of an instance wait, for the budget book's first read.
       if (!ledger.budgets.known) await ledger.budgets.firstLoad
-      if (ledger.budgets.known) exchange.notes.set(monthlyBudgetNote, ledger.budgets.of(exchange.principal))
+      if (ledger.budgets.known) exchange.monthlyBudget = ledger.budgets.of(exchange.principal)
     })
     .onAfterResponse({ as: 'global' }, function releaseUnsettled(context) {
       const { exchange } = context as { exchange?: unknown }

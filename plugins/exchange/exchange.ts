@@ -19,6 +19,18 @@ export interface Usage {
   cachedTokens: number
 }
 
+/**
+ * A request's monthly budgets in nano-USD (0: none). The cost plugin owns them and sets them
+ * before admission; the quota enforces them in the user scope's script. The seeds are the
+ * month-to-date spend the ledger knows, to start a missing counter from.
+ */
+export interface MonthlyBudget {
+  userLimitNano: bigint
+  userSeedNano: bigint
+  keyLimitNano: bigint
+  keySeedNano: bigint
+}
+
 export type Outcome = 'ok' | 'error' | 'cancelled' | 'cached'
 export type CacheStatus = 'HIT' | 'MISS' | 'BYPASS' | 'STALE' | 'NONE'
 
@@ -102,6 +114,8 @@ export class Exchange {
   usage: Usage = { promptTokens: 0, completionTokens: 0, cachedTokens: 0 }
   /** Admission-time estimate, used by quota reservation before usage is known. */
   estimatedTokens = 0
+  /** Set by the cost plugin before admission once its budgets are loaded; null: unknown yet. */
+  monthlyBudget: MonthlyBudget | null = null
   /** The price of the model that serves; the route sets it when it resolves the model. */
   price: Price = freePrice
   /** Set at settlement from `price` and `usage`; zero for cached answers. */

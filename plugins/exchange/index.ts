@@ -15,6 +15,7 @@ export type { ErrorType, OpenAIErrorBody } from './errors'
 export { ApiError, openAIErrorBody } from './errors'
 export type {
   CacheStatus,
+  MonthlyBudget,
   Outcome,
   Principal,
   SettleListener,

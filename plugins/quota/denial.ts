@@ -3,9 +3,11 @@
  * that denied (for metrics), and the 429 whose message names that limit and whose
  * Retry-After is exact for it.
  */
+
+import type { MonthlyBudget } from '../exchange'
 import { ApiError, formatUsd } from '../exchange'
 import { rateLimitHeaders, type WindowState } from './headers'
-import type { MonthlyBudget, ScopeLimits } from './limits'
+import type { ScopeLimits } from './limits'
 import type { AdmitReply } from './scripts'
 
 export function windowStates(limits: ScopeLimits, reply: AdmitReply): WindowState[] {
@@ -31,7 +33,7 @@ export function denial(
   limits: ScopeLimits,
   reply: AdmitReply,
   userWindows: WindowState[],
-  budget: MonthlyBudget | undefined,
+  budget: MonthlyBudget | null,
 ): ApiError {
   const deniedBy = reply[1]
   const retryAfter = String(Math.max(1, Math.ceil(reply[2] / 1000)))

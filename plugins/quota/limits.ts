@@ -2,7 +2,7 @@
  * Effective limits of a request: its tier's, overridden per key, and the gateway's global
  * caps, turned into the argument lists of admit.lua and settle.lua.
  */
-import { type Principal, usdToNano } from '../exchange'
+import { type MonthlyBudget, type Principal, usdToNano } from '../exchange'
 
 export interface TierLimits {
   requests_per_minute: number | null
@@ -84,21 +84,6 @@ export function globalLimits(limits: GlobalLimits): ScopeLimits {
     concurrent: orZero(limits.concurrent),
   })
 }
-
-/**
- * Monthly budgets of one request in nano-USD (0: none), attached to its Exchange under
- * `monthlyBudgetNote` before admission by the plugin that owns them (plugins/cost); this
- * plugin only enforces them, in the user scope's script. The seeds are the month-to-date
- * spend the owner knows, to start a missing counter from.
- */
-export interface MonthlyBudget {
-  userLimitNano: bigint
-  userSeedNano: bigint
-  keyLimitNano: bigint
-  keySeedNano: bigint
-}
-
-export const monthlyBudgetNote = 'monthly-budget'
 
 /** What a user-scope reservation holds on the monthly counters, for settlement. */
 export interface MonthReservation {

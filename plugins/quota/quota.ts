@@ -7,17 +7,15 @@
  * a dead socket): `local` runs the same scripts on an in-process store, `open` admits,
  * `closed` denies. Enforcement returns to Redis by itself as soon as the store is available.
  */
-import { ApiError, costOf, type Exchange, type Principal } from '../exchange'
+import { ApiError, costOf, type Exchange, type MonthlyBudget, type Principal } from '../exchange'
 import { MemoryStore, type ScriptArg, type Store, type StoreScript } from '../store'
 import { denial, deniedLimitName, windowStates } from './denial'
 import { rateLimitHeaders, type WindowState } from './headers'
 import {
   type GlobalLimits,
   globalLimits,
-  type MonthlyBudget,
   type MonthReservation,
   monthAdmitArgs,
-  monthlyBudgetNote,
   monthReply,
   monthSettleArgs,
   type ScopeLimits,
@@ -177,7 +175,7 @@ export class QuotaService {
     }
     const scopes = this.scopesFor(exchange)
     // Monthly budgets belong to the user scope (scopes[0]); the cost plugin attaches them.
-    const budget = exchange.notes.get(monthlyBudgetNote) as MonthlyBudget | undefined
+    const budget = exchange.monthlyBudget
     const keyId = exchange.principal!.keyId
     const month = budget ? monthAdmitArgs(keyId, budget, request.costNano) : []
     const admit = (backend: 'store' | 'local') =>

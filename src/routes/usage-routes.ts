@@ -6,18 +6,12 @@
  */
 import { Elysia, t } from 'elysia'
 import type { ApiKeys, auth } from '../../plugins/auth'
-import {
-  amount,
-  type Ledger,
-  type MonthlyBudget,
-  type MonthView,
-  monthOf,
-  projectMonth,
-} from '../../plugins/cost'
+import { amount, type Ledger, type MonthView, monthOf, projectMonth } from '../../plugins/cost'
 import {
   ApiError,
   type exchange as exchangePlugin,
   formatUsd,
+  type MonthlyBudget,
   OpenAIErrorSchema as OpenAIError,
   type Principal,
   ProblemSchema as Problem,
